@@ -1,0 +1,178 @@
+//! Storage behind one [`Store`] trait, with two real backends sharing one SQL implementation:
+//! [`SqliteStore`] (the embedded default) and [`PgStore`].
+//!
+//! **Invariant:** every state change is one database transaction. Balances only move through
+//! [`PostingSet`]s; debits of person and provider accounts are conditional updates
+//! (`… WHERE balance + delta >= 0`), so no interleaving of writers — threads or processes —
+//! can overdraw; `(platform, transactionId)` and credit external ids are unique constraints, so
+//! a second writer of the same order loses at commit and is told so.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use async_trait::async_trait;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+use crate::amount::Grams;
+use crate::bill::{BillPage, BillQuery};
+use crate::credit::Credit;
+use crate::directory::{Authorization, MappingOutcome, Platform};
+use crate::ids::{AppId, EquityCid, MasterCid, OrderId, PlatformId, SubCid};
+use crate::invariants::InvariantReport;
+use crate::ledger::{AccountId, Asset, PostingSet};
+use crate::order::Order;
+use crate::rules::Balances;
+
+/// A failure of the database itself; never a business outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The driver or the database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration could not be applied.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value cannot be read back as the domain type it must be.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// The database URL names no supported backend.
+    #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+/// Why a settlement could not be written. Only `Store` is a failure; the rest are outcomes the
+/// database decided atomically.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// `(platform, transactionId)` is already settled.
+    #[error("order already settled")]
+    DuplicateOrder,
+    /// A person or provider balance would go below zero.
+    #[error("{account} would overdraw {asset}")]
+    Overdraft {
+        /// The account key.
+        account: String,
+        /// The asset.
+        asset: Asset,
+    },
+    /// The refund's parent is not a purchase of the same platform, cid and provider.
+    #[error("parent order not found")]
+    ParentNotFound,
+    /// The refund exceeds what is left of the parent in some class.
+    #[error("refund exceeds what is left of the parent order")]
+    RefundExceedsParent,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a credit could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum CreditError {
+    /// The external id was used before for a different credit.
+    #[error("external id already used for a different credit")]
+    Conflict,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a cid mapping could not be recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum MappingError {
+    /// The sub-scene cid is already mapped to another master cid.
+    #[error("already mapped to master cid {0}")]
+    Conflict(MasterCid),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Everything one settlement writes, in one transaction.
+#[derive(Debug)]
+pub struct SettlementWrite<'a> {
+    /// The settling platform.
+    pub platform_id: PlatformId,
+    /// The validated order.
+    pub order: &'a Order,
+    /// The person's master cid.
+    pub master_cid: &'a MasterCid,
+    /// [`Order::canonical_hash`], stored for idempotency.
+    pub request_hash: &'a str,
+    /// Conversions, debit and credit; balanced per asset.
+    pub postings: &'a PostingSet,
+    /// Reductions converted to pay this order.
+    pub converted_reduction: Grams,
+    /// The rules version that decided it (a plugin's sha256).
+    pub rules_version: Option<&'a str>,
+    /// Settlement time, ms (`transactionPaymentTime`).
+    pub settled_at_ms: i64,
+}
+
+/// The persistence the engine needs. Implemented once in SQL for both backends.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Adds a platform; `None` when the app id is taken.
+    async fn insert_platform(&self, app_id: &AppId, name: &str, now_ms: i64) -> Result<Option<Platform>, StoreError>;
+    /// The platform with this app id.
+    async fn platform_by_app_id(&self, app_id: &AppId) -> Result<Option<Platform>, StoreError>;
+    /// All platforms, oldest first.
+    async fn platforms(&self) -> Result<Vec<Platform>, StoreError>;
+    /// Adds a provider or renames it.
+    async fn upsert_provider(&self, equity_cid: &EquityCid, name: &str, now_ms: i64) -> Result<(), StoreError>;
+    /// Links a provider to a platform (idempotent).
+    async fn link_provider(&self, platform_id: PlatformId, equity_cid: &EquityCid) -> Result<(), StoreError>;
+    /// Whether the provider is linked to the platform.
+    async fn is_provider_linked(&self, platform_id: PlatformId, equity_cid: &EquityCid) -> Result<bool, StoreError>;
+    /// Records sub-scene cid → master cid for a platform.
+    async fn put_cid_mapping(
+        &self,
+        platform_id: PlatformId,
+        sub_cid: &SubCid,
+        master_cid: &MasterCid,
+    ) -> Result<MappingOutcome, MappingError>;
+    /// The master cid behind a platform's sub-scene cid, if known.
+    async fn resolve_cid(&self, platform_id: PlatformId, sub_cid: &SubCid) -> Result<Option<MasterCid>, StoreError>;
+    /// Marks the person authorized (or not) for the platform at `at_ms`.
+    async fn set_authorization(
+        &self,
+        platform_id: PlatformId,
+        sub_cid: &SubCid,
+        master_cid: &MasterCid,
+        active: bool,
+        at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The authorization record, if the person ever authorized the platform.
+    async fn authorization(&self, platform_id: PlatformId, sub_cid: &SubCid) -> Result<Option<Authorization>, StoreError>;
+    /// The person's A, B and reduction balances.
+    async fn balances(&self, master_cid: &MasterCid) -> Result<Balances, StoreError>;
+    /// One account's balance of one asset (0 when it never moved).
+    async fn account_balance(&self, account: &AccountId, asset: Asset) -> Result<i64, StoreError>;
+    /// Scenes in which the person was credited reductions, sorted.
+    async fn scenes(&self, master_cid: &MasterCid) -> Result<Vec<String>, StoreError>;
+    /// Applies a credit once per external id.
+    async fn apply_credit(&self, credit: &Credit, now_ms: i64) -> Result<crate::credit::CreditOutcome, CreditError>;
+    /// The request hash of a settled order, if `(platform, transactionId)` is settled.
+    async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId) -> Result<Option<String>, StoreError>;
+    /// Writes a settlement atomically, or nothing.
+    async fn apply_settlement(&self, write: &SettlementWrite<'_>) -> Result<(), ApplyError>;
+    /// One page of a platform's bills.
+    async fn bills(&self, platform_id: PlatformId, query: &BillQuery) -> Result<BillPage, StoreError>;
+    /// Checks every ledger invariant over the whole database.
+    async fn verify(&self) -> Result<InvariantReport, StoreError>;
+}
+
+/// Opens (creating and migrating as needed) the store named by `url`: `sqlite:PATH`,
+/// `sqlite://PATH` or `postgres://…` / `postgresql://…`.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}

@@ -1,0 +1,48 @@
+//! The PostgreSQL backend, for several `carbon-host` instances sharing one database.
+//!
+//! Correct with any number of writing processes: debits are conditional updates evaluated on
+//! the latest row version, balance rows are locked in one global order (so writers cannot
+//! deadlock), and unique constraints decide which of two writers of one order wins.
+
+use std::time::Duration;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::StoreError;
+use super::sql::impl_sql_store;
+
+/// Connections per process.
+const CONNECTIONS: u32 = 16;
+/// How long a caller waits for a connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// PostgreSQL storage.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects to `url` and applies migrations as needed (serialized across processes by
+    /// the migrator's advisory lock).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+}
+
+impl_sql_store!(PgStore, Postgres);

@@ -1,0 +1,659 @@
+//! The one SQL implementation of [`Store`](super::Store), expanded for each backend.
+//!
+//! The statements use `$N` placeholders and portable SQL (`ON CONFLICT`, `RETURNING`,
+//! `CAST(… AS BIGINT)`), which SQLite and PostgreSQL both accept, so the two backends cannot
+//! drift apart. Each backend provides `reader()` (a pool for reads) and `begin_write()` (a
+//! transaction on its write path) and expands [`impl_sql_store!`] for its concrete types.
+
+/// Implements `Store` for `$store`, whose database is `$db`.
+macro_rules! impl_sql_store {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Applies the net changes of `postings` to the balances and records each posting
+            /// under `journal_id`. Debits of person and provider accounts are conditional.
+            async fn apply_postings(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                journal_id: i64,
+                postings: &$crate::ledger::PostingSet,
+            ) -> Result<(), $crate::store::ApplyError> {
+                for (account, asset, amount) in postings.net_changes() {
+                    let key = account.key();
+                    if amount < 0 && account.must_not_overdraw() {
+                        let updated = sqlx::query(
+                            "UPDATE balances SET balance = balance + $3 \
+                             WHERE account = $1 AND asset = $2 AND balance + $3 >= 0",
+                        )
+                        .bind(&key)
+                        .bind(asset.code())
+                        .bind(amount)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err($crate::store::StoreError::from)?;
+                        if updated.rows_affected() == 0 {
+                            return Err($crate::store::ApplyError::Overdraft { account: key, asset });
+                        }
+                    } else {
+                        sqlx::query(
+                            "INSERT INTO balances (account, asset, balance) VALUES ($1, $2, $3) \
+                             ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
+                        )
+                        .bind(&key)
+                        .bind(asset.code())
+                        .bind(amount)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err($crate::store::StoreError::from)?;
+                    }
+                }
+                for posting in postings.postings() {
+                    sqlx::query("INSERT INTO postings (journal_id, account, asset, amount) VALUES ($1, $2, $3, $4)")
+                        .bind(journal_id)
+                        .bind(posting.account.key())
+                        .bind(posting.asset.code())
+                        .bind(posting.amount)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err($crate::store::StoreError::from)?;
+                }
+                Ok(())
+            }
+
+            async fn insert_journal(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                kind: &str,
+                now_ms: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("INSERT INTO journal (kind, created_at_ms) VALUES ($1, $2) RETURNING id")
+                    .bind(kind)
+                    .bind(now_ms)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                Ok(row.try_get(0)?)
+            }
+
+            fn platform_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::directory::Platform, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let app_id: String = row.try_get("app_id")?;
+                Ok($crate::directory::Platform {
+                    id: $crate::ids::PlatformId(row.try_get("id")?),
+                    app_id: $crate::store::sql::stored_id(app_id, $crate::ids::AppId::new)?,
+                    name: row.try_get("name")?,
+                })
+            }
+
+            fn bill_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::bill::Bill, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                Ok($crate::bill::Bill {
+                    cid: $crate::store::sql::stored_id(row.try_get("sub_cid")?, $crate::ids::SubCid::new)?,
+                    equity_cid: $crate::store::sql::stored_id(row.try_get("equity_cid")?, $crate::ids::EquityCid::new)?,
+                    transaction_id: row.try_get("transaction_id")?,
+                    parent_transaction_id: row.try_get("parent_transaction_id")?,
+                    point_a: $crate::amount::Points(row.try_get("point_a")?),
+                    point_b: $crate::amount::Points(row.try_get("point_b")?),
+                    converted_reduction: $crate::amount::Grams(row.try_get("converted_reduction")?),
+                    transaction_time_ms: row.try_get("transaction_time_ms")?,
+                    settled_at_ms: row.try_get("settled_at_ms")?,
+                    transaction_type: row.try_get("transaction_type")?,
+                })
+            }
+
+            fn push_bill_filters(
+                builder: &mut sqlx::QueryBuilder<'_, $db>,
+                platform_id: $crate::ids::PlatformId,
+                query: &$crate::bill::BillQuery,
+            ) {
+                builder.push(" FROM orders WHERE platform_id = ").push_bind(platform_id.0);
+                builder.push(" AND transaction_time_ms >= ").push_bind(query.begin_ms);
+                builder.push(" AND transaction_time_ms <= ").push_bind(query.end_ms);
+                if let Some(cid) = &query.cid {
+                    builder.push(" AND sub_cid = ").push_bind(cid.as_str().to_owned());
+                }
+                if let Some(equity_cid) = &query.equity_cid {
+                    builder.push(" AND equity_cid = ").push_bind(equity_cid.as_str().to_owned());
+                }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn insert_platform(
+                &self,
+                app_id: &$crate::ids::AppId,
+                name: &str,
+                now_ms: i64,
+            ) -> Result<Option<$crate::directory::Platform>, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(
+                    "INSERT INTO platforms (app_id, name, created_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (app_id) DO NOTHING RETURNING id, app_id, name",
+                )
+                .bind(app_id.as_str())
+                .bind(name)
+                .bind(now_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                row.as_ref().map(Self::platform_from_row).transpose()
+            }
+
+            async fn platform_by_app_id(
+                &self,
+                app_id: &$crate::ids::AppId,
+            ) -> Result<Option<$crate::directory::Platform>, $crate::store::StoreError> {
+                let row = sqlx::query("SELECT id, app_id, name FROM platforms WHERE app_id = $1")
+                    .bind(app_id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.as_ref().map(Self::platform_from_row).transpose()
+            }
+
+            async fn platforms(&self) -> Result<Vec<$crate::directory::Platform>, $crate::store::StoreError> {
+                let rows = sqlx::query("SELECT id, app_id, name FROM platforms ORDER BY id")
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(Self::platform_from_row).collect()
+            }
+
+            async fn upsert_provider(
+                &self,
+                equity_cid: &$crate::ids::EquityCid,
+                name: &str,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO providers (equity_cid, name, created_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (equity_cid) DO UPDATE SET name = excluded.name",
+                )
+                .bind(equity_cid.as_str())
+                .bind(name)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn link_provider(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                equity_cid: &$crate::ids::EquityCid,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO provider_links (platform_id, equity_cid) VALUES ($1, $2) \
+                     ON CONFLICT (platform_id, equity_cid) DO NOTHING",
+                )
+                .bind(platform_id.0)
+                .bind(equity_cid.as_str())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn is_provider_linked(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                equity_cid: &$crate::ids::EquityCid,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let row = sqlx::query("SELECT 1 FROM provider_links WHERE platform_id = $1 AND equity_cid = $2")
+                    .bind(platform_id.0)
+                    .bind(equity_cid.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok(row.is_some())
+            }
+
+            async fn put_cid_mapping(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                sub_cid: &$crate::ids::SubCid,
+                master_cid: &$crate::ids::MasterCid,
+            ) -> Result<$crate::directory::MappingOutcome, $crate::store::MappingError> {
+                use sqlx::Row as _;
+                let mut tx = self.begin_write().await.map_err($crate::store::StoreError::from)?;
+                let inserted = sqlx::query(
+                    "INSERT INTO cid_mappings (platform_id, sub_cid, master_cid) VALUES ($1, $2, $3) \
+                     ON CONFLICT (platform_id, sub_cid) DO NOTHING",
+                )
+                .bind(platform_id.0)
+                .bind(sub_cid.as_str())
+                .bind(master_cid.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::store::StoreError::from)?;
+                if inserted.rows_affected() == 1 {
+                    tx.commit().await.map_err($crate::store::StoreError::from)?;
+                    return Ok($crate::directory::MappingOutcome::Inserted);
+                }
+                let row = sqlx::query("SELECT master_cid FROM cid_mappings WHERE platform_id = $1 AND sub_cid = $2")
+                    .bind(platform_id.0)
+                    .bind(sub_cid.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err($crate::store::StoreError::from)?;
+                let existing: String = row.try_get(0).map_err($crate::store::StoreError::from)?;
+                if existing == master_cid.as_str() {
+                    Ok($crate::directory::MappingOutcome::Unchanged)
+                } else {
+                    let existing = $crate::store::sql::stored_id(existing, $crate::ids::MasterCid::new)?;
+                    Err($crate::store::MappingError::Conflict(existing))
+                }
+            }
+
+            async fn resolve_cid(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                sub_cid: &$crate::ids::SubCid,
+            ) -> Result<Option<$crate::ids::MasterCid>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT master_cid FROM cid_mappings WHERE platform_id = $1 AND sub_cid = $2")
+                    .bind(platform_id.0)
+                    .bind(sub_cid.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| $crate::store::sql::stored_id(row.try_get(0)?, $crate::ids::MasterCid::new))
+                    .transpose()
+            }
+
+            async fn set_authorization(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                sub_cid: &$crate::ids::SubCid,
+                master_cid: &$crate::ids::MasterCid,
+                active: bool,
+                at_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let statement = if active {
+                    "INSERT INTO authorizations (platform_id, sub_cid, master_cid, active, authorized_at_ms) \
+                     VALUES ($1, $2, $3, 1, $4) \
+                     ON CONFLICT (platform_id, sub_cid) DO UPDATE \
+                     SET master_cid = excluded.master_cid, active = 1, authorized_at_ms = excluded.authorized_at_ms"
+                } else {
+                    "UPDATE authorizations SET active = 0, cancelled_at_ms = $4 \
+                     WHERE platform_id = $1 AND sub_cid = $2 AND master_cid = $3"
+                };
+                sqlx::query(statement)
+                    .bind(platform_id.0)
+                    .bind(sub_cid.as_str())
+                    .bind(master_cid.as_str())
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn authorization(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                sub_cid: &$crate::ids::SubCid,
+            ) -> Result<Option<$crate::directory::Authorization>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT master_cid, active, authorized_at_ms, cancelled_at_ms FROM authorizations \
+                     WHERE platform_id = $1 AND sub_cid = $2",
+                )
+                .bind(platform_id.0)
+                .bind(sub_cid.as_str())
+                .fetch_optional(self.reader())
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                Ok(Some($crate::directory::Authorization {
+                    platform_id,
+                    sub_cid: sub_cid.clone(),
+                    master_cid: $crate::store::sql::stored_id(row.try_get(0)?, $crate::ids::MasterCid::new)?,
+                    active: row.try_get::<i64, _>(1)? == 1,
+                    authorized_at_ms: row.try_get(2)?,
+                    cancelled_at_ms: row.try_get(3)?,
+                }))
+            }
+
+            async fn balances(
+                &self,
+                master_cid: &$crate::ids::MasterCid,
+            ) -> Result<$crate::rules::Balances, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let account = $crate::ledger::AccountId::Person(master_cid.clone()).key();
+                let rows = sqlx::query("SELECT asset, balance FROM balances WHERE account = $1")
+                    .bind(account)
+                    .fetch_all(self.reader())
+                    .await?;
+                let mut balances = $crate::rules::Balances::default();
+                for row in rows {
+                    let amount: i64 = row.try_get(1)?;
+                    match $crate::ledger::Asset::from_code(row.try_get(0)?) {
+                        Some($crate::ledger::Asset::PointA) => balances.point_a = $crate::amount::Points(amount),
+                        Some($crate::ledger::Asset::PointB) => balances.point_b = $crate::amount::Points(amount),
+                        Some($crate::ledger::Asset::Reduction) => balances.reduction = $crate::amount::Grams(amount),
+                        None => return Err($crate::store::StoreError::Corrupt("unknown asset code in balances".into())),
+                    }
+                }
+                Ok(balances)
+            }
+
+            async fn account_balance(
+                &self,
+                account: &$crate::ledger::AccountId,
+                asset: $crate::ledger::Asset,
+            ) -> Result<i64, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT balance FROM balances WHERE account = $1 AND asset = $2")
+                    .bind(account.key())
+                    .bind(asset.code())
+                    .fetch_optional(self.reader())
+                    .await?;
+                Ok(match row {
+                    Some(row) => row.try_get(0)?,
+                    None => 0,
+                })
+            }
+
+            async fn scenes(&self, master_cid: &$crate::ids::MasterCid) -> Result<Vec<String>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT DISTINCT scene FROM credits WHERE master_cid = $1 AND asset = $2 AND scene IS NOT NULL \
+                     ORDER BY scene",
+                )
+                .bind(master_cid.as_str())
+                .bind($crate::ledger::Asset::Reduction.code())
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+            }
+
+            async fn apply_credit(
+                &self,
+                credit: &$crate::credit::Credit,
+                now_ms: i64,
+            ) -> Result<$crate::credit::CreditOutcome, $crate::store::CreditError> {
+                use sqlx::Row as _;
+                let hash = credit.canonical_hash();
+                let mut tx = self.begin_write().await.map_err($crate::store::StoreError::from)?;
+                let journal_id = Self::insert_journal(&mut tx, "credit", now_ms).await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO credits (external_id, master_cid, asset, amount, scene, methodology, request_hash, \
+                     journal_id, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (external_id) DO NOTHING",
+                )
+                .bind(&credit.external_id)
+                .bind(credit.master_cid.as_str())
+                .bind(credit.asset.code())
+                .bind(credit.amount)
+                .bind(credit.scene.as_deref())
+                .bind(credit.methodology.as_deref())
+                .bind(&hash)
+                .bind(journal_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await
+                .map_err($crate::store::StoreError::from)?;
+                if inserted.rows_affected() == 0 {
+                    let row = sqlx::query("SELECT request_hash FROM credits WHERE external_id = $1")
+                        .bind(&credit.external_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err($crate::store::StoreError::from)?;
+                    let existing: String = row.try_get(0).map_err($crate::store::StoreError::from)?;
+                    // Dropping the transaction rolls back the journal entry made above.
+                    return if existing == hash {
+                        Ok($crate::credit::CreditOutcome::AlreadyCredited)
+                    } else {
+                        Err($crate::store::CreditError::Conflict)
+                    };
+                }
+                Self::apply_postings(&mut tx, journal_id, &credit.postings()).await.map_err(|err| match err {
+                    $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
+                    other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
+                })?;
+                tx.commit().await.map_err($crate::store::StoreError::from)?;
+                Ok($crate::credit::CreditOutcome::Credited)
+            }
+
+            async fn order_hash(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                transaction_id: &$crate::ids::OrderId,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT request_hash FROM orders WHERE platform_id = $1 AND transaction_id = $2")
+                    .bind(platform_id.0)
+                    .bind(transaction_id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| Ok(row.try_get(0)?)).transpose()
+            }
+
+            async fn apply_settlement(
+                &self,
+                write: &$crate::store::SettlementWrite<'_>,
+            ) -> Result<(), $crate::store::ApplyError> {
+                use $crate::store::{ApplyError, StoreError};
+                let order = write.order;
+                let is_refund = order.kind() == $crate::order::OrderKind::Refund;
+                let mut tx = self.begin_write().await.map_err(StoreError::from)?;
+                let journal_id =
+                    Self::insert_journal(&mut tx, if is_refund { "refund" } else { "purchase" }, write.settled_at_ms).await?;
+                let items = serde_json::to_string(&order.items).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
+                     equity_cid, point_a, point_b, converted_reduction, transaction_time_ms, settled_at_ms, \
+                     transaction_type, auto_convert, items, request_hash, rules_version, journal_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     ON CONFLICT (platform_id, transaction_id) DO NOTHING",
+                )
+                .bind(write.platform_id.0)
+                .bind(order.transaction_id.as_str())
+                .bind(order.parent_transaction_id.as_ref().map(|id| id.as_str()))
+                .bind(order.cid.as_str())
+                .bind(write.master_cid.as_str())
+                .bind(order.equity_cid.as_str())
+                .bind(order.point_a.0)
+                .bind(order.point_b.0)
+                .bind(write.converted_reduction.0)
+                .bind(order.transaction_time_ms)
+                .bind(write.settled_at_ms)
+                .bind(&order.transaction_type)
+                .bind(i64::from(order.auto_convert))
+                .bind(items)
+                .bind(write.request_hash)
+                .bind(write.rules_version)
+                .bind(journal_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                if inserted.rows_affected() == 0 {
+                    return Err(ApplyError::DuplicateOrder);
+                }
+                if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
+                    let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
+                    let updated = sqlx::query(
+                        "UPDATE orders SET refunded_a = refunded_a + $5, refunded_b = refunded_b + $6 \
+                         WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 AND equity_cid = $4 \
+                         AND point_a + point_b > 0 \
+                         AND refunded_a + $5 <= point_a AND refunded_b + $6 <= point_b",
+                    )
+                    .bind(write.platform_id.0)
+                    .bind(parent.as_str())
+                    .bind(order.cid.as_str())
+                    .bind(order.equity_cid.as_str())
+                    .bind(refund_a)
+                    .bind(refund_b)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                    if updated.rows_affected() == 0 {
+                        let parent_exists = sqlx::query(
+                            "SELECT 1 FROM orders WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 \
+                             AND equity_cid = $4 AND point_a + point_b > 0",
+                        )
+                        .bind(write.platform_id.0)
+                        .bind(parent.as_str())
+                        .bind(order.cid.as_str())
+                        .bind(order.equity_cid.as_str())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                        return Err(if parent_exists.is_some() {
+                            ApplyError::RefundExceedsParent
+                        } else {
+                            ApplyError::ParentNotFound
+                        });
+                    }
+                }
+                Self::apply_postings(&mut tx, journal_id, write.postings).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                Ok(())
+            }
+
+            async fn bills(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                query: &$crate::bill::BillQuery,
+            ) -> Result<$crate::bill::BillPage, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*)");
+                Self::push_bill_filters(&mut count, platform_id, query);
+                let total: i64 = count.build().fetch_one(self.reader()).await?.try_get(0)?;
+                let mut page = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT sub_cid, equity_cid, transaction_id, parent_transaction_id, point_a, point_b, \
+                     converted_reduction, transaction_time_ms, settled_at_ms, transaction_type",
+                );
+                Self::push_bill_filters(&mut page, platform_id, query);
+                page.push(" ORDER BY transaction_time_ms DESC, id DESC LIMIT ")
+                    .push_bind(i64::from(query.page_size))
+                    .push(" OFFSET ")
+                    .push_bind(query.offset() as i64);
+                let rows = page.build().fetch_all(self.reader()).await?;
+                Ok($crate::bill::BillPage {
+                    total: total as u64,
+                    bills: rows.iter().map(Self::bill_from_row).collect::<Result<_, _>>()?,
+                })
+            }
+
+            async fn verify(&self) -> Result<$crate::invariants::InvariantReport, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                use $crate::invariants::Violation;
+                let reader = self.reader();
+                let mut report = $crate::invariants::InvariantReport::default();
+                let count = |table: &'static str| async move {
+                    let sql = match table {
+                        "balances" => "SELECT COUNT(*) FROM balances",
+                        "journal" => "SELECT COUNT(*) FROM journal",
+                        _ => "SELECT COUNT(*) FROM orders",
+                    };
+                    let row = sqlx::query(sql).fetch_one(reader).await?;
+                    Ok::<u64, $crate::store::StoreError>(row.try_get::<i64, _>(0)? as u64)
+                };
+                report.balances_checked = count("balances").await?;
+                report.journals_checked = count("journal").await?;
+                report.orders_checked = count("orders").await?;
+
+                for row in sqlx::query(
+                    "SELECT asset, CAST(SUM(balance) AS BIGINT) FROM balances GROUP BY asset HAVING SUM(balance) <> 0",
+                )
+                .fetch_all(reader)
+                .await?
+                {
+                    report.violations.push(Violation::AssetNotZero { asset: row.try_get(0)?, sum: row.try_get(1)? });
+                }
+                for row in sqlx::query(
+                    "SELECT account, asset, balance FROM balances WHERE balance < 0 \
+                     AND (account LIKE 'person:%' OR account LIKE 'provider:%')",
+                )
+                .fetch_all(reader)
+                .await?
+                {
+                    report.violations.push(Violation::Overdrawn {
+                        account: row.try_get(0)?,
+                        asset: row.try_get(1)?,
+                        balance: row.try_get(2)?,
+                    });
+                }
+                for row in sqlx::query(
+                    "SELECT journal_id, asset, CAST(SUM(amount) AS BIGINT) FROM postings \
+                     GROUP BY journal_id, asset HAVING SUM(amount) <> 0",
+                )
+                .fetch_all(reader)
+                .await?
+                {
+                    report.violations.push(Violation::JournalUnbalanced {
+                        journal_id: row.try_get(0)?,
+                        asset: row.try_get(1)?,
+                        sum: row.try_get(2)?,
+                    });
+                }
+                for row in sqlx::query(
+                    "WITH totals AS (SELECT account, asset, SUM(amount) AS total FROM postings GROUP BY account, asset) \
+                     SELECT b.account, b.asset, b.balance, CAST(COALESCE(t.total, 0) AS BIGINT) \
+                     FROM balances b LEFT JOIN totals t ON t.account = b.account AND t.asset = b.asset \
+                     WHERE b.balance <> COALESCE(t.total, 0) \
+                     UNION ALL \
+                     SELECT t.account, t.asset, 0, CAST(t.total AS BIGINT) \
+                     FROM totals t LEFT JOIN balances b ON b.account = t.account AND b.asset = t.asset \
+                     WHERE b.account IS NULL AND t.total <> 0",
+                )
+                .fetch_all(reader)
+                .await?
+                {
+                    report.violations.push(Violation::BalanceMismatch {
+                        account: row.try_get(0)?,
+                        asset: row.try_get(1)?,
+                        balance: row.try_get(2)?,
+                        postings: row.try_get(3)?,
+                    });
+                }
+                for row in sqlx::query(
+                    "SELECT o.platform_id, o.transaction_id, o.point_a, o.point_b, o.refunded_a, o.refunded_b, \
+                     CAST(COALESCE(SUM(-r.point_a), 0) AS BIGINT), CAST(COALESCE(SUM(-r.point_b), 0) AS BIGINT) \
+                     FROM orders o LEFT JOIN orders r ON r.platform_id = o.platform_id \
+                     AND r.parent_transaction_id = o.transaction_id AND r.point_a + r.point_b < 0 \
+                     WHERE o.point_a + o.point_b > 0 \
+                     GROUP BY o.id, o.platform_id, o.transaction_id, o.point_a, o.point_b, o.refunded_a, o.refunded_b \
+                     HAVING COALESCE(SUM(-r.point_a), 0) > o.point_a OR COALESCE(SUM(-r.point_b), 0) > o.point_b \
+                     OR COALESCE(SUM(-r.point_a), 0) <> o.refunded_a OR COALESCE(SUM(-r.point_b), 0) <> o.refunded_b",
+                )
+                .fetch_all(reader)
+                .await?
+                {
+                    let platform_id: i64 = row.try_get(0)?;
+                    let transaction_id: String = row.try_get(1)?;
+                    for (asset, purchased, counter, refunded) in
+                        [(1, row.try_get(2)?, row.try_get(4)?, row.try_get(6)?), (2, row.try_get(3)?, row.try_get(5)?, row.try_get(7)?)]
+                    {
+                        let (purchased, counter, refunded): (i64, i64, i64) = (purchased, counter, refunded);
+                        if refunded > purchased || refunded != counter {
+                            report.violations.push(Violation::RefundsExceedParent {
+                                platform_id,
+                                transaction_id: transaction_id.clone(),
+                                asset,
+                                purchased,
+                                refunded,
+                                counter,
+                            });
+                        }
+                    }
+                }
+                Ok(report)
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;
+
+/// Reads a stored identifier back into its newtype, reporting corruption instead of panicking.
+pub(crate) fn stored_id<T>(
+    value: String,
+    make: fn(String) -> Result<T, crate::ids::IdError>,
+) -> Result<T, super::StoreError> {
+    let shown = value.clone();
+    make(value).map_err(|err| super::StoreError::Corrupt(format!("stored identifier `{shown}`: {err}")))
+}

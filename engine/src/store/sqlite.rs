@@ -1,0 +1,65 @@
+//! The embedded default backend: one SQLite file in WAL mode.
+//!
+//! **Architecture invariant:** all writes of a process go through one connection (`writer`,
+//! a pool of size one), so settlements queue in the process instead of failing with
+//! `database is locked`; write transactions start with `BEGIN IMMEDIATE` and a long busy
+//! timeout, so another process (the operator CLI) waits its turn instead of failing.
+//! Reads use their own pool and never block the writer (WAL).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, SqlitePool, Transaction};
+
+use super::StoreError;
+use super::sql::impl_sql_store;
+
+/// How long a writer waits for another process's write lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a caller waits for this process's writer.
+const WRITER_QUEUE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Read connections per process.
+const READERS: u32 = 4;
+
+/// SQLite storage.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite:PATH` or `sqlite://PATH`), creating the file and applying
+    /// migrations as needed. Durable: WAL with `synchronous = FULL`.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(WRITER_QUEUE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(WRITER_QUEUE_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl_sql_store!(SqliteStore, Sqlite);
