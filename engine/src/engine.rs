@@ -13,7 +13,9 @@ use crate::invariants::InvariantReport;
 use crate::ledger::{AccountId, Asset, PostingSet, PostingSetBuilder, SystemAccount};
 use crate::order::{Order, OrderKind};
 use crate::rules::plan::{PlanError, plan_purchase};
-use crate::rules::{Balances, Conversion, NativeDefaultRules, Rejection, Rules, RulesError, RulesSource, SameRulesForAll};
+use crate::rules::{
+    Balances, Conversion, NativeDefaultRules, Rejection, Rules, RulesError, RulesSource, SameRulesForAll,
+};
 use crate::store::{ApplyError, CreditError, MappingError, SettlementWrite, Store};
 
 /// How often a purchase is re-planned when its balances moved between planning and writing.
@@ -85,7 +87,12 @@ impl Engine {
 
     /// Adds (or renames) a provider and links it to each of `platforms`. Checks every platform
     /// exists before changing anything.
-    pub async fn add_provider(&self, equity_cid: &EquityCid, name: &str, platforms: &[AppId]) -> Result<(), EngineError> {
+    pub async fn add_provider(
+        &self,
+        equity_cid: &EquityCid,
+        name: &str,
+        platforms: &[AppId],
+    ) -> Result<(), EngineError> {
         let mut resolved = Vec::with_capacity(platforms.len());
         for app_id in platforms {
             resolved.push(self.platform(app_id).await?);
@@ -98,13 +105,21 @@ impl Engine {
     }
 
     /// Records that `sub_cid` of `platform` is the person `master_cid` (the local CA table).
-    pub async fn map_cid(&self, platform: &Platform, sub_cid: &SubCid, master_cid: &MasterCid) -> Result<MappingOutcome, EngineError> {
-        self.store.put_cid_mapping(platform.id, sub_cid, master_cid).await.map_err(|err| match err {
-            MappingError::Conflict(existing) => {
-                EngineError::Conflict(format!("cid `{sub_cid}` is already mapped to master cid `{existing}`"))
-            }
-            MappingError::Store(err) => err.into(),
-        })
+    pub async fn map_cid(
+        &self,
+        platform: &Platform,
+        sub_cid: &SubCid,
+        master_cid: &MasterCid,
+    ) -> Result<MappingOutcome, EngineError> {
+        self.store
+            .put_cid_mapping(platform.id, sub_cid, master_cid)
+            .await
+            .map_err(|err| match err {
+                MappingError::Conflict(existing) => {
+                    EngineError::Conflict(format!("cid `{sub_cid}` is already mapped to master cid `{existing}`"))
+                }
+                MappingError::Store(err) => err.into(),
+            })
     }
 
     /// The master cid of a platform's sub-scene cid in the local CA table.
@@ -114,18 +129,30 @@ impl Engine {
 
     /// The person authorizes the platform (`accountAuthorize`); the cid must be known.
     pub async fn authorize(&self, platform: &Platform, sub_cid: &SubCid) -> Result<Authorization, EngineError> {
-        let master_cid = self.resolve_cid(platform, sub_cid).await?.ok_or(EngineError::UnknownCid)?;
-        self.store.set_authorization(platform.id, sub_cid, &master_cid, true, now_ms()).await?;
+        let master_cid = self
+            .resolve_cid(platform, sub_cid)
+            .await?
+            .ok_or(EngineError::UnknownCid)?;
+        self.store
+            .set_authorization(platform.id, sub_cid, &master_cid, true, now_ms())
+            .await?;
         self.authorized(platform, sub_cid).await
     }
 
     /// Cancels the person's authorization of the platform.
-    pub async fn cancel_authorization(&self, platform: &Platform, sub_cid: &SubCid) -> Result<Authorization, EngineError> {
+    pub async fn cancel_authorization(
+        &self,
+        platform: &Platform,
+        sub_cid: &SubCid,
+    ) -> Result<Authorization, EngineError> {
         let authorization = self.authorized(platform, sub_cid).await?;
         self.store
             .set_authorization(platform.id, sub_cid, &authorization.master_cid, false, now_ms())
             .await?;
-        Ok(Authorization { active: false, ..authorization })
+        Ok(Authorization {
+            active: false,
+            ..authorization
+        })
     }
 
     /// The active authorization of `sub_cid` for `platform`, or [`EngineError::NotAuthorized`].
@@ -150,12 +177,16 @@ impl Engine {
 
     /// Credits points or reductions, once per external id.
     pub async fn credit(&self, credit: &Credit) -> Result<CreditOutcome, EngineError> {
-        self.store.apply_credit(credit, now_ms()).await.map_err(|err| match err {
-            CreditError::Conflict => {
-                EngineError::Conflict(format!("external id `{}` was used for a different credit", credit.external_id))
-            }
-            CreditError::Store(err) => err.into(),
-        })
+        self.store
+            .apply_credit(credit, now_ms())
+            .await
+            .map_err(|err| match err {
+                CreditError::Conflict => EngineError::Conflict(format!(
+                    "external id `{}` was used for a different credit",
+                    credit.external_id
+                )),
+                CreditError::Store(err) => err.into(),
+            })
     }
 
     /// A platform's bills (`getPointsBillInfo`).
@@ -180,7 +211,10 @@ impl Engine {
             return replay_or_conflict(&existing, &request_hash);
         }
         let rules = self.rules.rules_for(platform).await.map_err(rules_error)?;
-        rules.validate_transaction_type(&order.transaction_type).await.map_err(rules_error)?;
+        rules
+            .validate_transaction_type(&order.transaction_type)
+            .await
+            .map_err(rules_error)?;
         let rules_version = rules.version();
         let person = AccountId::Person(authorization.master_cid.clone());
         let provider = AccountId::Provider(order.equity_cid.clone());
@@ -189,7 +223,9 @@ impl Engine {
             let (postings, converted_reduction) = match order.kind() {
                 OrderKind::Purchase => {
                     let balances = self.store.balances(&authorization.master_cid).await?;
-                    let plan = plan_purchase(rules.as_ref(), order, balances).await.map_err(plan_error)?;
+                    let plan = plan_purchase(rules.as_ref(), order, balances)
+                        .await
+                        .map_err(plan_error)?;
                     purchase_postings(order, &plan, &person, &provider)
                 }
                 OrderKind::Refund => (refund_postings(order, &person, &provider), Grams::ZERO),
@@ -216,11 +252,15 @@ impl Engine {
                     return replay_or_conflict(&existing, &request_hash);
                 }
                 // The person's balances moved since planning; plan again on fresh balances.
-                Err(ApplyError::Overdraft { .. }) if order.kind() == OrderKind::Purchase && attempt < MAX_SETTLE_ATTEMPTS => {
+                Err(ApplyError::Overdraft { .. })
+                    if order.kind() == OrderKind::Purchase && attempt < MAX_SETTLE_ATTEMPTS =>
+                {
                     continue;
                 }
                 Err(ApplyError::Overdraft { account, asset }) => {
-                    return Err(EngineError::InsufficientPoints(format!("{account} cannot cover {asset}")));
+                    return Err(EngineError::InsufficientPoints(format!(
+                        "{account} cannot cover {asset}"
+                    )));
                 }
                 Err(ApplyError::ParentNotFound) => return Err(EngineError::ParentNotFound),
                 Err(ApplyError::RefundExceedsParent) => return Err(EngineError::RefundExceedsParent),
@@ -257,7 +297,12 @@ fn plan_error(err: PlanError) -> EngineError {
 }
 
 /// Conversions first, then person → provider per class.
-fn purchase_postings(order: &Order, plan: &[Conversion], person: &AccountId, provider: &AccountId) -> (PostingSet, Grams) {
+fn purchase_postings(
+    order: &Order,
+    plan: &[Conversion],
+    person: &AccountId,
+    provider: &AccountId,
+) -> (PostingSet, Grams) {
     let mut builder = PostingSetBuilder::default();
     let mut converted = Grams::ZERO;
     for conversion in plan {

@@ -134,7 +134,10 @@ impl OrderInput {
             ));
         }
         if point_a.0 == 0 && point_b.0 == 0 {
-            return Err(FieldError::new("transactionPointA", "the order's total must not be zero"));
+            return Err(FieldError::new(
+                "transactionPointA",
+                "the order's total must not be zero",
+            ));
         }
         let is_refund = point_a.0 < 0 || point_b.0 < 0;
         match &parent_transaction_id {
@@ -145,10 +148,7 @@ impl OrderInput {
                 ));
             }
             Some(parent) if *parent == transaction_id => {
-                return Err(FieldError::new(
-                    "parentTransactionId",
-                    "must differ from transactionId",
-                ));
+                return Err(FieldError::new("parentTransactionId", "must differ from transactionId"));
             }
             _ => {}
         }
@@ -194,7 +194,9 @@ impl OrderInput {
 }
 
 fn parse_optional(field: &str, text: Option<&str>) -> Result<Option<Points>, FieldError> {
-    text.map(|text| Points::parse(field, text)).transpose().map_err(FieldError::from)
+    text.map(|text| Points::parse(field, text))
+        .transpose()
+        .map_err(FieldError::from)
 }
 
 impl Order {
@@ -263,24 +265,85 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        assert_eq!(field_of(OrderInput { cid: String::new(), ..input() }), "cid");
-        assert_eq!(field_of(OrderInput { transaction_point_a: None, ..input() }), "transactionPointA");
         assert_eq!(
-            field_of(OrderInput { transaction_point_b: Some("-1".into()), ..input() }),
+            field_of(OrderInput {
+                cid: String::new(),
+                ..input()
+            }),
+            "cid"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                transaction_point_a: None,
+                ..input()
+            }),
+            "transactionPointA"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                transaction_point_b: Some("-1".into()),
+                ..input()
+            }),
             "transactionPointB"
         );
-        assert_eq!(field_of(OrderInput { transaction_point_a: Some("0".into()), ..input() }), "transactionPointA");
-        assert_eq!(field_of(OrderInput { transaction_point_a: Some("1.001".into()), ..input() }), "transactionPointA");
-        assert_eq!(field_of(OrderInput { transaction_point_a: Some("-1".into()), ..input() }), "parentTransactionId");
-        assert_eq!(field_of(OrderInput { convert_type: Some(2), ..input() }), "type");
-        assert_eq!(field_of(OrderInput { data: vec![], ..input() }), "data");
-        assert_eq!(field_of(OrderInput { data: vec!["x".into(); 101], ..input() }), "data");
         assert_eq!(
-            field_of(OrderInput { data: vec!["ok".into(), "长".repeat(21)], ..input() }),
+            field_of(OrderInput {
+                transaction_point_a: Some("0".into()),
+                ..input()
+            }),
+            "transactionPointA"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                transaction_point_a: Some("1.001".into()),
+                ..input()
+            }),
+            "transactionPointA"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                transaction_point_a: Some("-1".into()),
+                ..input()
+            }),
+            "parentTransactionId"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                convert_type: Some(2),
+                ..input()
+            }),
+            "type"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                data: vec![],
+                ..input()
+            }),
+            "data"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                data: vec!["x".into(); 101],
+                ..input()
+            }),
+            "data"
+        );
+        assert_eq!(
+            field_of(OrderInput {
+                data: vec!["ok".into(), "长".repeat(21)],
+                ..input()
+            }),
             "data[1]"
         );
         // 20 characters of 3 bytes each are fine: the limit counts characters.
-        assert!(OrderInput { data: vec!["长".repeat(20)], ..input() }.validate().is_ok());
+        assert!(
+            OrderInput {
+                data: vec!["长".repeat(20)],
+                ..input()
+            }
+            .validate()
+            .is_ok()
+        );
     }
 
     #[test]
@@ -294,9 +357,19 @@ mod tests {
         .validate()
         .unwrap();
         assert_eq!(a.canonical_hash(), b.canonical_hash());
-        let c = OrderInput { transaction_point_a: Some("10.01".into()), ..input() }.validate().unwrap();
+        let c = OrderInput {
+            transaction_point_a: Some("10.01".into()),
+            ..input()
+        }
+        .validate()
+        .unwrap();
         assert_ne!(a.canonical_hash(), c.canonical_hash());
-        let d = OrderInput { data: vec!["充电宝".into()], ..input() }.validate().unwrap();
+        let d = OrderInput {
+            data: vec!["充电宝".into()],
+            ..input()
+        }
+        .validate()
+        .unwrap();
         assert_ne!(a.canonical_hash(), d.canonical_hash());
     }
 }

@@ -103,8 +103,7 @@ pub trait Rules: Send + Sync {
 
     /// How many grams of reduction become how many points to cover what is still short (only
     /// asked when the order has `type = 1`). `balances` already include the point conversions.
-    async fn convert_reduction(&self, order: &Order, balances: &Balances)
-    -> Result<Vec<Conversion>, RulesError>;
+    async fn convert_reduction(&self, order: &Order, balances: &Balances) -> Result<Vec<Conversion>, RulesError>;
 }
 
 /// Chooses the rules of a platform. The plugin registry implements this; [`SameRulesForAll`]

@@ -146,7 +146,11 @@ pub trait Store: Send + Sync {
         at_ms: i64,
     ) -> Result<(), StoreError>;
     /// The authorization record, if the person ever authorized the platform.
-    async fn authorization(&self, platform_id: PlatformId, sub_cid: &SubCid) -> Result<Option<Authorization>, StoreError>;
+    async fn authorization(
+        &self,
+        platform_id: PlatformId,
+        sub_cid: &SubCid,
+    ) -> Result<Option<Authorization>, StoreError>;
     /// The person's A, B and reduction balances.
     async fn balances(&self, master_cid: &MasterCid) -> Result<Balances, StoreError>;
     /// One account's balance of one asset (0 when it never moved).
@@ -156,7 +160,8 @@ pub trait Store: Send + Sync {
     /// Applies a credit once per external id.
     async fn apply_credit(&self, credit: &Credit, now_ms: i64) -> Result<crate::credit::CreditOutcome, CreditError>;
     /// The request hash of a settled order, if `(platform, transactionId)` is settled.
-    async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId) -> Result<Option<String>, StoreError>;
+    async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId)
+    -> Result<Option<String>, StoreError>;
     /// Writes a settlement atomically, or nothing.
     async fn apply_settlement(&self, write: &SettlementWrite<'_>) -> Result<(), ApplyError>;
     /// One page of a platform's bills.

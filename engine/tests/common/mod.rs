@@ -48,7 +48,11 @@ pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("carbon.db").display());
     let store = store::open(&url).await.expect("open sqlite");
-    TestDb { url, store, _dir: Some(dir) }
+    TestDb {
+        url,
+        store,
+        _dir: Some(dir),
+    }
 }
 
 /// The PostgreSQL server for tests, or `None` when explicitly switched off.
@@ -68,7 +72,10 @@ pub async fn postgres() -> Option<TestDb> {
     let now = carbon_engine::now_ms() / 1000;
     let schema = format!("carbon_test_{now}_{}", uuid::Uuid::new_v4().simple());
     sweep_old_schemas(&mut admin, now).await;
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
     let store = store::open(&url).await.expect("open postgres");
@@ -84,7 +91,9 @@ async fn sweep_old_schemas(admin: &mut sqlx::PgConnection, now_secs: i64) {
     for (name,) in names {
         let created: Option<i64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
         if created.is_some_and(|secs| now_secs - secs > 3600) {
-            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut *admin).await;
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut *admin)
+                .await;
         }
     }
 }
@@ -135,17 +144,32 @@ pub fn master(cid: &str) -> MasterCid {
 pub async fn world(engine: Engine) -> World {
     let platform = engine.add_platform("mall", None).await.unwrap();
     let provider = EquityCid::new("provider-1").unwrap();
-    engine.add_provider(&provider, "shop", &[platform.app_id.clone()]).await.unwrap();
+    engine
+        .add_provider(&provider, "shop", std::slice::from_ref(&platform.app_id))
+        .await
+        .unwrap();
     let (cid, master) = (sub("cid-1"), master("master-1"));
     engine.map_cid(&platform, &cid, &master).await.unwrap();
     engine.authorize(&platform, &cid).await.unwrap();
-    World { engine, platform, provider, cid, master }
+    World {
+        engine,
+        platform,
+        provider,
+        cid,
+        master,
+    }
 }
 
 impl World {
     pub async fn credit_points(&self, class: Asset, points: &str, external_id: &str) {
-        let credit = Credit::points(self.master.clone(), class, Points::parse("amount", points).unwrap(), external_id, None)
-            .unwrap();
+        let credit = Credit::points(
+            self.master.clone(),
+            class,
+            Points::parse("amount", points).unwrap(),
+            external_id,
+            None,
+        )
+        .unwrap();
         self.engine.credit(&credit).await.unwrap();
     }
 
@@ -188,7 +212,11 @@ impl World {
 
     pub async fn balances(&self) -> (String, String, String) {
         let balances = self.engine.point_balances(&self.platform, &self.cid).await.unwrap();
-        (balances.point_a.to_string(), balances.point_b.to_string(), balances.reduction.to_string())
+        (
+            balances.point_a.to_string(),
+            balances.point_b.to_string(),
+            balances.reduction.to_string(),
+        )
     }
 
     pub async fn provider_points(&self, asset: Asset) -> String {
