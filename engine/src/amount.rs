@@ -69,14 +69,14 @@ impl Grams {
 impl fmt::Display for Points {
     /// The shortest exact form: `"100"`, `"12.5"`, `"0.05"`, `"-3"`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_fixed(self.0, Self::SCALE))
+        f.pad(&format_fixed(self.0, Self::SCALE))
     }
 }
 
 impl fmt::Display for Grams {
     /// Kilograms in the shortest exact form: `"1.25"` for 1250 g.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_fixed(self.0, Self::SCALE))
+        f.pad(&format_fixed(self.0, Self::SCALE))
     }
 }
 

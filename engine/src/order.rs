@@ -106,6 +106,22 @@ fn id<T>(field: &str, value: String, make: fn(String) -> Result<T, IdError>) -> 
 }
 
 impl OrderInput {
+    /// The wire body that validates to `order` (amounts in canonical form).
+    pub fn from_order(order: &Order) -> Self {
+        OrderInput {
+            cid: order.cid.to_string(),
+            equity_cid: order.equity_cid.to_string(),
+            transaction_id: order.transaction_id.to_string(),
+            parent_transaction_id: order.parent_transaction_id.as_ref().map(OrderId::to_string),
+            transaction_point_a: Some(order.point_a.to_string()),
+            transaction_point_b: Some(order.point_b.to_string()),
+            transaction_time_ms: order.transaction_time_ms,
+            transaction_type: order.transaction_type.clone(),
+            convert_type: Some(i64::from(order.auto_convert)),
+            data: order.items.clone(),
+        }
+    }
+
     /// Validates the body into an [`Order`] (SPEC §5 step 1).
     pub fn validate(self) -> Result<Order, FieldError> {
         let cid = id("cid", self.cid, SubCid::new)?;
@@ -344,6 +360,12 @@ mod tests {
             .validate()
             .is_ok()
         );
+    }
+
+    #[test]
+    fn from_order_round_trips() {
+        let order = input().validate().unwrap();
+        assert_eq!(OrderInput::from_order(&order).validate().unwrap(), order);
     }
 
     #[test]
