@@ -32,6 +32,7 @@ on_both_backends!(
     untrusted_rules_cannot_break_the_ledger,
     point_conversions_apply_before_the_debit,
     verify_reports_every_kind_of_breach,
+    host_state_is_shared_through_the_store,
 );
 
 fn engine(db: &TestDb) -> Engine {
@@ -652,4 +653,57 @@ async fn verify_reports_every_kind_of_breach(db: TestDb) {
         "{report}"
     );
     assert!(!report.is_sound());
+}
+
+async fn host_state_is_shared_through_the_store(db: TestDb) {
+    use carbon_engine::store::{License, ServerKey};
+    let engine = engine(&db);
+    let store = engine.store();
+    assert_eq!(store.current_server_key().await.unwrap(), None);
+    let key = |n: &str| ServerKey {
+        private_key_pem: format!("private {n}"),
+        public_key_pem: format!("public {n}"),
+    };
+    store.insert_server_key(&key("1"), 1).await.unwrap();
+    store.insert_server_key(&key("2"), 2).await.unwrap();
+    // A second instance sees the newest key.
+    let other = db.reopen().await;
+    assert_eq!(other.current_server_key().await.unwrap(), Some(key("2")));
+
+    let platform = engine.add_platform("mall", None).await.unwrap();
+    store.insert_access_token("hash-1", platform.id, 5_000).await.unwrap();
+    assert_eq!(
+        other.access_token("hash-1").await.unwrap(),
+        Some((platform.clone(), 5_000))
+    );
+    assert_eq!(other.access_token("hash-2").await.unwrap(), None);
+
+    assert!(store.record_request_id("req-1", 1_000, 2_000).await.unwrap());
+    assert!(
+        !other.record_request_id("req-1", 1_500, 2_500).await.unwrap(),
+        "replay inside the window"
+    );
+    assert!(
+        other.record_request_id("req-1", 2_001, 3_000).await.unwrap(),
+        "expired records do not block"
+    );
+    assert_eq!(
+        store.purge_expired(4_000).await.unwrap(),
+        1,
+        "the request id expired at 3000"
+    );
+    assert_eq!(
+        store.purge_expired(6_000).await.unwrap(),
+        1,
+        "the token expired at 5000"
+    );
+    assert_eq!(store.access_token("hash-1").await.unwrap(), None);
+
+    let license = |url: &str| License {
+        name: "用户协议".into(),
+        download_url: url.into(),
+    };
+    store.upsert_license(&license("https://a/1.pdf"), 1).await.unwrap();
+    store.upsert_license(&license("https://a/2.pdf"), 2).await.unwrap();
+    assert_eq!(other.licenses().await.unwrap(), vec![license("https://a/2.pdf")]);
 }

@@ -168,6 +168,58 @@ pub trait Store: Send + Sync {
     async fn bills(&self, platform_id: PlatformId, query: &BillQuery) -> Result<BillPage, StoreError>;
     /// Checks every ledger invariant over the whole database.
     async fn verify(&self) -> Result<InvariantReport, StoreError>;
+
+    // What the HTTP host shares between instances.
+
+    /// Stores a new server RSA key pair; it becomes the current one.
+    async fn insert_server_key(&self, key: &ServerKey, now_ms: i64) -> Result<(), StoreError>;
+    /// The newest server key pair, if one was made.
+    async fn current_server_key(&self) -> Result<Option<ServerKey>, StoreError>;
+    /// Stores an access token by its sha256 (hex).
+    async fn insert_access_token(
+        &self,
+        token_sha256: &str,
+        platform_id: PlatformId,
+        expires_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The platform and expiry of a token, by its sha256 (hex).
+    async fn access_token(&self, token_sha256: &str) -> Result<Option<(Platform, i64)>, StoreError>;
+    /// Records a request id until `expires_at_ms`; `false` when it is recorded and unexpired
+    /// at `now_ms` (a replay).
+    async fn record_request_id(&self, request_id: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool, StoreError>;
+    /// Deletes tokens and request ids expired before `now_ms`; returns how many.
+    async fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Adds a license agreement or changes its URL.
+    async fn upsert_license(&self, license: &License, now_ms: i64) -> Result<(), StoreError>;
+    /// All license agreements, oldest first.
+    async fn licenses(&self) -> Result<Vec<License>, StoreError>;
+}
+
+/// The server's RSA key pair, as PEM (PKCS#8 private, SubjectPublicKeyInfo public).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerKey {
+    /// `-----BEGIN PRIVATE KEY-----` …
+    pub private_key_pem: String,
+    /// `-----BEGIN PUBLIC KEY-----` …
+    pub public_key_pem: String,
+}
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerKey")
+            .field("private_key_pem", &"<secret>")
+            .field("public_key_pem", &self.public_key_pem)
+            .finish()
+    }
+}
+
+/// A license agreement platforms show to people (`licenseAgreement`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct License {
+    /// Display name.
+    pub name: String,
+    /// Where the PDF is downloaded.
+    pub download_url: String,
 }
 
 /// Opens (creating and migrating as needed) the store named by `url`: `sqlite:PATH`,

@@ -643,6 +643,127 @@ macro_rules! impl_sql_store {
                 }
                 Ok(report)
             }
+
+            async fn insert_server_key(
+                &self,
+                key: &$crate::store::ServerKey,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO server_keys (private_key_pem, public_key_pem, created_at_ms) VALUES ($1, $2, $3)")
+                    .bind(&key.private_key_pem)
+                    .bind(&key.public_key_pem)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn current_server_key(&self) -> Result<Option<$crate::store::ServerKey>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT private_key_pem, public_key_pem FROM server_keys ORDER BY id DESC LIMIT 1")
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| {
+                    Ok($crate::store::ServerKey { private_key_pem: row.try_get(0)?, public_key_pem: row.try_get(1)? })
+                })
+                .transpose()
+            }
+
+            async fn insert_access_token(
+                &self,
+                token_sha256: &str,
+                platform_id: $crate::ids::PlatformId,
+                expires_at_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO access_tokens (token_sha256, platform_id, expires_at_ms) VALUES ($1, $2, $3)")
+                    .bind(token_sha256)
+                    .bind(platform_id.0)
+                    .bind(expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn access_token(
+                &self,
+                token_sha256: &str,
+            ) -> Result<Option<($crate::directory::Platform, i64)>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT p.id, p.app_id, p.name, t.expires_at_ms FROM access_tokens t \
+                     JOIN platforms p ON p.id = t.platform_id WHERE t.token_sha256 = $1",
+                )
+                .bind(token_sha256)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| Ok((Self::platform_from_row(&row)?, row.try_get("expires_at_ms")?))).transpose()
+            }
+
+            async fn record_request_id(
+                &self,
+                request_id: &str,
+                now_ms: i64,
+                expires_at_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let recorded = sqlx::query(
+                    "INSERT INTO request_ids (request_id, expires_at_ms) VALUES ($1, $3) \
+                     ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
+                     WHERE request_ids.expires_at_ms < $2",
+                )
+                .bind(request_id)
+                .bind(now_ms)
+                .bind(expires_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(recorded.rows_affected() == 1)
+            }
+
+            async fn purge_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let tokens = sqlx::query("DELETE FROM access_tokens WHERE expires_at_ms < $1")
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                let requests = sqlx::query("DELETE FROM request_ids WHERE expires_at_ms < $1")
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(tokens.rows_affected() + requests.rows_affected())
+            }
+
+            async fn upsert_license(
+                &self,
+                license: &$crate::store::License,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO licenses (name, download_url, created_at_ms) VALUES ($1, $2, $3) \
+                     ON CONFLICT (name) DO UPDATE SET download_url = excluded.download_url",
+                )
+                .bind(&license.name)
+                .bind(&license.download_url)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn licenses(&self) -> Result<Vec<$crate::store::License>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT name, download_url FROM licenses ORDER BY id").fetch_all(self.reader()).await?;
+                rows.iter()
+                    .map(|row| Ok($crate::store::License { name: row.try_get(0)?, download_url: row.try_get(1)? }))
+                    .collect()
+            }
         }
     };
 }
