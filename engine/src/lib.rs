@@ -21,6 +21,8 @@ pub mod ledger;
 pub mod order;
 pub mod rules;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use engine::{Engine, Settled, now_ms};
 pub use error::EngineError;

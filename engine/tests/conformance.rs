@@ -688,12 +688,12 @@ async fn host_state_is_shared_through_the_store(db: TestDb) {
         "expired records do not block"
     );
     assert_eq!(
-        store.purge_expired(4_000).await.unwrap(),
+        store.purge_expired(4_000, 0).await.unwrap(),
         1,
         "the request id expired at 3000"
     );
     assert_eq!(
-        store.purge_expired(6_000).await.unwrap(),
+        store.purge_expired(4_000, 6_000).await.unwrap(),
         1,
         "the token expired at 5000"
     );

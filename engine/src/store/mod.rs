@@ -187,8 +187,9 @@ pub trait Store: Send + Sync {
     /// Records a request id until `expires_at_ms`; `false` when it is recorded and unexpired
     /// at `now_ms` (a replay).
     async fn record_request_id(&self, request_id: &str, now_ms: i64, expires_at_ms: i64) -> Result<bool, StoreError>;
-    /// Deletes tokens and request ids expired before `now_ms`; returns how many.
-    async fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
+    /// Deletes request ids expired before `requests_before_ms` and tokens expired before
+    /// `tokens_before_ms`; returns how many rows went.
+    async fn purge_expired(&self, requests_before_ms: i64, tokens_before_ms: i64) -> Result<u64, StoreError>;
     /// Adds a license agreement or changes its URL.
     async fn upsert_license(&self, license: &License, now_ms: i64) -> Result<(), StoreError>;
     /// All license agreements, oldest first.

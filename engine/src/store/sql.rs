@@ -724,14 +724,18 @@ macro_rules! impl_sql_store {
                 Ok(recorded.rows_affected() == 1)
             }
 
-            async fn purge_expired(&self, now_ms: i64) -> Result<u64, $crate::store::StoreError> {
+            async fn purge_expired(
+                &self,
+                requests_before_ms: i64,
+                tokens_before_ms: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
                 let mut tx = self.begin_write().await?;
                 let tokens = sqlx::query("DELETE FROM access_tokens WHERE expires_at_ms < $1")
-                    .bind(now_ms)
+                    .bind(tokens_before_ms)
                     .execute(&mut *tx)
                     .await?;
                 let requests = sqlx::query("DELETE FROM request_ids WHERE expires_at_ms < $1")
-                    .bind(now_ms)
+                    .bind(requests_before_ms)
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

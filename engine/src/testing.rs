@@ -1,0 +1,93 @@
+//! Real databases for tests (feature `testing`), shared by the engine's and the host's suites.
+//!
+//! SQLite: a fresh file in a temporary directory. PostgreSQL: a fresh schema in the server
+//! named by `CARBON_TEST_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`), so
+//! tests never share state; schemas left by earlier runs are swept after an hour. Set
+//! `CARBON_TEST_PG_URL=off` to skip the PostgreSQL half explicitly on a machine without one.
+
+#![allow(missing_docs)]
+
+use std::sync::Arc;
+
+use sqlx::Connection;
+
+use crate::store::{self, Store};
+
+/// A store on a fresh database, and how to reach that database directly.
+pub struct TestDb {
+    pub url: String,
+    pub store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// Opens a second, independent store on the same database (like a second process).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        store::open(&self.url).await.expect("reopen store")
+    }
+
+    /// Runs raw SQL on the database, bypassing the engine (to simulate corruption).
+    pub async fn raw(&self, sql: &str) {
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+        }
+    }
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("carbon.db").display());
+    let store = store::open(&url).await.expect("open sqlite");
+    TestDb {
+        url,
+        store,
+        _dir: Some(dir),
+    }
+}
+
+/// The PostgreSQL server for tests, or `None` when explicitly switched off.
+pub fn pg_base_url() -> Option<String> {
+    match std::env::var("CARBON_TEST_PG_URL") {
+        Ok(url) if url == "off" => None,
+        Ok(url) => Some(url),
+        Err(_) => Some("postgres://postgres@127.0.0.1:5432/test".to_owned()),
+    }
+}
+
+pub async fn postgres() -> Option<TestDb> {
+    let base = pg_base_url()?;
+    let mut admin = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|err| panic!("PostgreSQL at CARBON_TEST_PG_URL={base} is unreachable: {err}"));
+    let now = crate::now_ms() / 1000;
+    let schema = format!("carbon_test_{now}_{}", uuid::Uuid::new_v4().simple());
+    sweep_old_schemas(&mut admin, now).await;
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+    let store = store::open(&url).await.expect("open postgres");
+    Some(TestDb { url, store, _dir: None })
+}
+
+async fn sweep_old_schemas(admin: &mut sqlx::PgConnection, now_secs: i64) {
+    let names: Vec<(String,)> =
+        sqlx::query_as("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'carbon\\_test\\_%'")
+            .fetch_all(&mut *admin)
+            .await
+            .unwrap();
+    for (name,) in names {
+        let created: Option<i64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
+        if created.is_some_and(|secs| now_secs - secs > 3600) {
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                .execute(&mut *admin)
+                .await;
+        }
+    }
+}

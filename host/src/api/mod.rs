@@ -1,0 +1,81 @@
+//! The platform API (SPEC §3–§5) on axum.
+
+mod auth;
+mod body;
+pub mod error;
+mod handlers;
+mod wire_time;
+
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::routing::{get, post};
+use carbon_engine::Engine;
+
+use crate::config::Config;
+use crate::keys::Decryptor;
+use auth::RateLimiter;
+use error::ApiError;
+
+/// Base path of the platform API.
+pub const BASE_PATH: &str = "/carbon-inclusion/apis/v1";
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// The configuration.
+    pub config: Arc<Config>,
+    decryptor: Arc<RwLock<Arc<Decryptor>>>,
+    token_rate: Arc<RateLimiter>,
+}
+
+impl AppState {
+    /// State for `engine` under `config`, decrypting with `decryptor`.
+    pub fn new(engine: Engine, config: Config, decryptor: Decryptor) -> Self {
+        AppState {
+            engine,
+            token_rate: Arc::new(RateLimiter::new(config.token_rate_per_min)),
+            config: Arc::new(config),
+            decryptor: Arc::new(RwLock::new(Arc::new(decryptor))),
+        }
+    }
+
+    /// The current decryptor.
+    pub fn decryptor(&self) -> Arc<Decryptor> {
+        self.decryptor
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new key (after `carbon-host keygen` rotated it).
+    pub fn set_decryptor(&self, decryptor: Decryptor) {
+        *self.decryptor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(decryptor);
+    }
+}
+
+/// The router of the platform API and the health endpoints.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/auth/getAccessToken", post(handlers::get_access_token))
+        .route("/auth/equity/licenseAgreement", get(handlers::license_agreement))
+        .route("/auth/accountAuthorize", post(handlers::account_authorize))
+        .route("/auth/getReductionScene", get(handlers::get_reduction_scene))
+        .route("/account/getPointInfo", post(handlers::get_point_info))
+        .route("/account/getPointsBillInfo", post(handlers::get_points_bill_info))
+        .route("/transaction/orderSettel", post(handlers::order_settel));
+    Router::new()
+        .nest(BASE_PATH, api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::new(40400, "no such endpoint") })
+        .method_not_allowed_fallback(|| async { ApiError::new(40500, "method not allowed for this endpoint") })
+        .with_state(state)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
+    state.engine.store().platforms().await.map_err(ApiError::internal)?;
+    Ok("ready")
+}

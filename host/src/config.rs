@@ -1,0 +1,212 @@
+//! Configuration: defaults, then `carbon-host.toml` (if present), then `CARBON_*` environment
+//! variables, then command-line flags. Unknown keys and invalid values fail at start, naming
+//! the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://carbon.db";
+
+/// Everything `carbon-host serve` can be told.
+#[derive(Clone)]
+pub struct Config {
+    /// Address the API listens on (`CARBON_LISTEN`, default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Database URL (`CARBON_DATABASE_URL`).
+    pub database_url: String,
+    /// Access token validity (`CARBON_TOKEN_TTL_SECS`, default 86400).
+    pub token_ttl_secs: u64,
+    /// Allowed distance of the `timestamp` header from server time
+    /// (`CARBON_TIMESTAMP_WINDOW_SECS`, default 300).
+    pub timestamp_window_secs: u64,
+    /// Time zone of wire times `yyyy-MM-dd HH:mm:ss` (`CARBON_TIMEZONE`, default Asia/Shanghai).
+    pub timezone: chrono_tz::Tz,
+    /// Bearer token of the admin API (`CARBON_ADMIN_TOKEN`); the admin API is off when unset.
+    pub admin_token: Option<String>,
+    /// `getAccessToken` calls allowed per client address per minute (`CARBON_TOKEN_RATE_PER_MIN`).
+    pub token_rate_per_min: u32,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database_url", &self.database_url)
+            .field("token_ttl_secs", &self.token_ttl_secs)
+            .field("timestamp_window_secs", &self.timestamp_window_secs)
+            .field("timezone", &self.timezone)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<secret>"))
+            .field("token_rate_per_min", &self.token_rate_per_min)
+            .finish()
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            database_url: DEFAULT_DATABASE_URL.to_owned(),
+            token_ttl_secs: 86_400,
+            timestamp_window_secs: 300,
+            timezone: chrono_tz::Asia::Shanghai,
+            admin_token: None,
+            token_rate_per_min: 60,
+        }
+    }
+}
+
+/// The keys of `carbon-host.toml`; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    database_url: Option<String>,
+    token_ttl_secs: Option<u64>,
+    timestamp_window_secs: Option<u64>,
+    timezone: Option<String>,
+    admin_token: Option<String>,
+    token_rate_per_min: Option<u32>,
+}
+
+impl Config {
+    /// Loads the file (an explicit path must exist; `carbon-host.toml` in the working directory
+    /// is read when present), then applies `env` (pairs of `CARBON_*` name and value).
+    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Config> {
+        let mut config = Config::default();
+        let default_path = Path::new("carbon-host.toml");
+        let path = match file {
+            Some(path) => Some(path),
+            None if default_path.exists() => Some(default_path),
+            None => None,
+        };
+        let mut file_config = FileConfig::default();
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| anyhow::anyhow!("cannot read configuration {}: {err}", path.display()))?;
+            file_config = toml::from_str(&text)
+                .map_err(|err| anyhow::anyhow!("invalid configuration {}: {err}", path.display()))?;
+        }
+        let pick = |name: &str, from_file: Option<String>| env(name).or(from_file);
+        if let Some(listen) = pick("CARBON_LISTEN", file_config.listen) {
+            config.listen = listen.parse().map_err(|_| {
+                anyhow::anyhow!("listen / CARBON_LISTEN: `{listen}` is not an address like 127.0.0.1:8080")
+            })?;
+        }
+        if let Some(url) = pick("CARBON_DATABASE_URL", file_config.database_url) {
+            config.database_url = url;
+        }
+        if let Some(ttl) = number(
+            "token_ttl_secs",
+            "CARBON_TOKEN_TTL_SECS",
+            &env,
+            file_config.token_ttl_secs,
+        )? {
+            anyhow::ensure!(ttl > 0, "token_ttl_secs / CARBON_TOKEN_TTL_SECS must be positive");
+            config.token_ttl_secs = ttl;
+        }
+        if let Some(window) = number(
+            "timestamp_window_secs",
+            "CARBON_TIMESTAMP_WINDOW_SECS",
+            &env,
+            file_config.timestamp_window_secs,
+        )? {
+            anyhow::ensure!(
+                window > 0,
+                "timestamp_window_secs / CARBON_TIMESTAMP_WINDOW_SECS must be positive"
+            );
+            config.timestamp_window_secs = window;
+        }
+        if let Some(zone) = pick("CARBON_TIMEZONE", file_config.timezone) {
+            config.timezone = zone.parse().map_err(|_| {
+                anyhow::anyhow!("timezone / CARBON_TIMEZONE: `{zone}` is not an IANA zone like Asia/Shanghai")
+            })?;
+        }
+        if let Some(token) = pick("CARBON_ADMIN_TOKEN", file_config.admin_token) {
+            anyhow::ensure!(
+                token.len() >= 16,
+                "admin_token / CARBON_ADMIN_TOKEN must be at least 16 characters"
+            );
+            config.admin_token = Some(token);
+        }
+        if let Some(rate) = number(
+            "token_rate_per_min",
+            "CARBON_TOKEN_RATE_PER_MIN",
+            &env,
+            file_config.token_rate_per_min,
+        )? {
+            anyhow::ensure!(
+                rate > 0,
+                "token_rate_per_min / CARBON_TOKEN_RATE_PER_MIN must be positive"
+            );
+            config.token_rate_per_min = rate;
+        }
+        Ok(config)
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    key: &str,
+    variable: &str,
+    env: &impl Fn(&str) -> Option<String>,
+    from_file: Option<T>,
+) -> anyhow::Result<Option<T>> {
+    match env(variable) {
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{key} / {variable}: `{text}` is not a valid number")),
+        None => Ok(from_file),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        }
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let config = Config::load(
+            None,
+            env(&[("CARBON_LISTEN", "0.0.0.0:9000"), ("CARBON_TOKEN_TTL_SECS", "60")]),
+        )
+        .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.token_ttl_secs, 60);
+        assert_eq!(config.timezone, chrono_tz::Asia::Shanghai);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let err = Config::load(None, env(&[("CARBON_TOKEN_TTL_SECS", "soon")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CARBON_TOKEN_TTL_SECS"), "{err}");
+        let err = Config::load(None, env(&[("CARBON_TIMEZONE", "Mars/Olympus")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CARBON_TIMEZONE"), "{err}");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("carbon-host.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nlisten_port = 5\n").unwrap();
+        let err = Config::load(Some(&path), env(&[])).unwrap_err().to_string();
+        assert!(err.contains("listen_port"), "{err}");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(Config::load(Some(&path), env(&[])).unwrap().listen.port(), 1);
+    }
+}

@@ -1,0 +1,10 @@
+//! `carbon-host`: the master platform's server and operator tools over `carbon-engine`.
+//!
+//! **Architecture invariant:** the host knows no SQL; it reaches the database only through the
+//! engine and its `Store`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod keys;
+pub mod server;

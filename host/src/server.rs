@@ -1,0 +1,78 @@
+//! `carbon-host serve`: the API on a listener, with background upkeep and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use carbon_engine::Engine;
+use tokio::net::TcpListener;
+
+use crate::api::{AppState, router};
+use crate::config::Config;
+use crate::keys::{self, Decryptor};
+
+/// How often each instance reloads the key and purges expired tokens and request ids.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
+/// Expired tokens are kept this long so that their use answers "expired" (40102), not "unknown".
+const EXPIRED_TOKEN_GRACE_MS: i64 = 7 * 86_400_000;
+
+/// Builds the state for `engine` under `config`, creating the server key on first start.
+pub async fn state(engine: Engine, config: Config) -> anyhow::Result<AppState> {
+    let key = keys::current_or_create(engine.store().as_ref()).await?;
+    Ok(AppState::new(engine, config, Decryptor::new(&key)?))
+}
+
+/// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let upkeep = tokio::spawn(upkeep(state.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    upkeep.abort();
+    Ok(served?)
+}
+
+async fn upkeep(state: AppState) {
+    let mut ticks = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        ticks.tick().await;
+        let store = state.engine.store();
+        match store.current_server_key().await {
+            Ok(Some(key)) => match Decryptor::new(&key) {
+                Ok(decryptor) => state.set_decryptor(decryptor),
+                Err(err) => tracing::error!(%err, "stored server key unreadable"),
+            },
+            Ok(None) => {}
+            Err(err) => tracing::warn!(%err, "cannot reload server key"),
+        }
+        let now = carbon_engine::now_ms();
+        if let Err(err) = store.purge_expired(now, now - EXPIRED_TOKEN_GRACE_MS).await {
+            tracing::warn!(%err, "cannot purge expired tokens and request ids");
+        }
+    }
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
