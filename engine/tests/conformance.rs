@@ -706,4 +706,26 @@ async fn host_state_is_shared_through_the_store(db: TestDb) {
     store.upsert_license(&license("https://a/1.pdf"), 1).await.unwrap();
     store.upsert_license(&license("https://a/2.pdf"), 2).await.unwrap();
     assert_eq!(other.licenses().await.unwrap(), vec![license("https://a/2.pdf")]);
+
+    assert_eq!(store.subscription(platform.id, 1).await.unwrap(), None);
+    store
+        .put_subscription(platform.id, 1, "https://mall/bills", 1)
+        .await
+        .unwrap();
+    store
+        .put_subscription(platform.id, 2, "https://mall/auth", 1)
+        .await
+        .unwrap();
+    store
+        .put_subscription(platform.id, 1, "https://mall/bills-v2", 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.subscription(platform.id, 1).await.unwrap().as_deref(),
+        Some("https://mall/bills-v2")
+    );
+    assert_eq!(
+        other.subscription(platform.id, 2).await.unwrap().as_deref(),
+        Some("https://mall/auth")
+    );
 }

@@ -1,22 +1,16 @@
 //! The operator CLI. Every subcommand works on the database directly, also while servers run.
 
-use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use carbon_engine::amount::{Grams, Points};
-use carbon_engine::credit::{Credit, CreditOutcome};
-use carbon_engine::directory::{MappingOutcome, Platform};
-use carbon_engine::ids::{AppId, EquityCid, MasterCid, SubCid};
-use carbon_engine::ledger::Asset;
-use carbon_engine::store::License;
-use carbon_engine::{Engine, EngineError, store};
+use carbon_engine::credit::CreditOutcome;
+use carbon_engine::{Engine, store};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::keys;
+use crate::{keys, ops};
 
 const EXAMPLES: &str = "Examples:
   carbon-host serve
@@ -255,8 +249,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::server::serve(listener, state, crate::server::shutdown_signal()).await
         }
         Command::Keygen { bits } => {
-            let key = keys::rotate(engine.store().as_ref(), bits).await?;
-            print!("{}", key.public_key_pem);
+            print!("{}", keys::rotate(engine.store().as_ref(), bits).await?.public_key_pem);
             Ok(())
         }
         Command::Key {
@@ -268,7 +261,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Platform { command } => platform(&engine, command).await,
+        Command::Platform {
+            command: PlatformCommand::Add { name, app_id },
+        } => {
+            println!("{}", ops::add_platform(&engine, &name, app_id).await?.app_id);
+            Ok(())
+        }
+        Command::Platform {
+            command: PlatformCommand::List,
+        } => {
+            for platform in engine.store().platforms().await? {
+                println!("{}\t{}", platform.app_id, platform.name);
+            }
+            Ok(())
+        }
         Command::Provider {
             command:
                 ProviderCommand::Add {
@@ -277,51 +283,62 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     platforms,
                 },
         } => {
-            let equity_cid = EquityCid::new(equity_cid).context("--equity-cid")?;
-            let platforms = platforms
-                .into_iter()
-                .map(|app_id| AppId::new(app_id).context("--platform"))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            engine.add_provider(&equity_cid, &name, &platforms).await?;
-            println!("provider {equity_cid} linked to {} platform(s)", platforms.len());
+            let count = platforms.len();
+            ops::add_provider(&engine, equity_cid.clone(), &name, platforms).await?;
+            println!("provider {equity_cid} linked to {count} platform(s)");
             Ok(())
         }
         Command::Ca {
             command: CaCommand::Import { file },
         } => import_mappings(&engine, &file).await,
-        Command::Credit { command } => credit(&engine, command).await,
+        Command::Credit { command } => {
+            let outcome = match command {
+                CreditCommand::Points {
+                    master_cid,
+                    class,
+                    amount,
+                    external_id,
+                    scene,
+                } => {
+                    let class = match class {
+                        PointClass::A => "a",
+                        PointClass::B => "b",
+                    };
+                    ops::credit_points(&engine, master_cid, class, &amount, external_id, scene).await?
+                }
+                CreditCommand::Reduction {
+                    master_cid,
+                    kg,
+                    scene,
+                    methodology,
+                    external_id,
+                } => ops::credit_reduction(&engine, master_cid, &kg, scene, methodology, external_id).await?,
+            };
+            println!(
+                "{}",
+                match outcome {
+                    CreditOutcome::Credited => "credited",
+                    CreditOutcome::AlreadyCredited => "already credited: nothing changed",
+                }
+            );
+            Ok(())
+        }
         Command::Authorization {
             command: AuthorizationCommand::Cancel { platform, cid },
         } => {
-            let platform = engine.platform(&AppId::new(platform).context("--platform")?).await?;
-            let cid = SubCid::new(cid).context("--cid")?;
-            engine.cancel_authorization(&platform, &cid).await?;
-            println!("authorization of {cid} for platform {} cancelled", platform.app_id);
+            ops::cancel_authorization(&engine, platform.clone(), cid.clone()).await?;
+            println!("authorization of {cid} for platform {platform} cancelled");
             Ok(())
         }
         Command::License {
             command: LicenseCommand::Add { name, url },
         } => {
-            anyhow::ensure!(!name.trim().is_empty(), "--name must not be empty");
-            anyhow::ensure!(
-                url.starts_with("https://") || url.starts_with("http://"),
-                "--url must be an http(s) URL"
-            );
-            engine
-                .store()
-                .upsert_license(
-                    &License {
-                        name,
-                        download_url: url,
-                    },
-                    carbon_engine::now_ms(),
-                )
-                .await?;
+            ops::add_license(&engine, name, url).await?;
             println!("license saved");
             Ok(())
         }
         Command::Verify => {
-            let report = engine.verify().await?;
+            let report = ops::verify(&engine).await?;
             print!("{report}");
             anyhow::ensure!(
                 report.is_sound(),
@@ -333,79 +350,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn platform(engine: &Engine, command: PlatformCommand) -> anyhow::Result<()> {
-    match command {
-        PlatformCommand::Add { name, app_id } => {
-            let app_id = app_id.map(AppId::new).transpose().context("--app-id")?;
-            let platform = engine.add_platform(&name, app_id).await?;
-            println!("{}", platform.app_id);
-        }
-        PlatformCommand::List => {
-            for platform in engine.store().platforms().await? {
-                println!("{}\t{}", platform.app_id, platform.name);
-            }
-        }
-    }
-    Ok(())
-}
-
-async fn credit(engine: &Engine, command: CreditCommand) -> anyhow::Result<()> {
-    let credit = match command {
-        CreditCommand::Points {
-            master_cid,
-            class,
-            amount,
-            external_id,
-            scene,
-        } => {
-            let class = match class {
-                PointClass::A => Asset::PointA,
-                PointClass::B => Asset::PointB,
-            };
-            let amount = Points::parse("--amount", &amount)?;
-            Credit::points(
-                MasterCid::new(master_cid).context("--master-cid")?,
-                class,
-                amount,
-                external_id,
-                scene,
-            )?
-        }
-        CreditCommand::Reduction {
-            master_cid,
-            kg,
-            scene,
-            methodology,
-            external_id,
-        } => Credit::reduction(
-            MasterCid::new(master_cid).context("--master-cid")?,
-            Grams::parse_kg("--kg", &kg)?,
-            scene,
-            methodology,
-            external_id,
-        )?,
-    };
-    match engine.credit(&credit).await? {
-        CreditOutcome::Credited => println!("credited"),
-        CreditOutcome::AlreadyCredited => println!("already credited (external id {})", credit.external_id),
-    }
-    Ok(())
-}
-
-/// Counts of a CSV import.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ImportSummary {
-    /// New mappings stored.
-    pub inserted: u64,
-    /// Rows already present.
-    pub unchanged: u64,
-    /// Rows refused, with their line numbers.
-    pub refused: Vec<(usize, String)>,
-}
-
 async fn import_mappings(engine: &Engine, file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let summary = import_csv(engine, &text).await?;
+    let terminal = std::io::stderr().is_terminal();
+    let summary = ops::import_csv(engine, &text, |done, total| {
+        if terminal {
+            let filled = (done * 40).checked_div(total).unwrap_or(40).min(40);
+            eprint!("\r[{}{}] {done}/{total}", "#".repeat(filled), " ".repeat(40 - filled));
+            if done == total {
+                eprintln!();
+            }
+        }
+    })
+    .await?;
     for (line, reason) in &summary.refused {
         eprintln!("line {line}: {reason}");
     }
@@ -416,73 +373,4 @@ async fn import_mappings(engine: &Engine, file: &Path) -> anyhow::Result<()> {
         summary.refused.len()
     );
     Ok(())
-}
-
-/// Imports `app_id,cid,master_cid` rows; a bad row is reported and skipped.
-pub async fn import_csv(engine: &Engine, text: &str) -> anyhow::Result<ImportSummary> {
-    let mut lines = text.lines().enumerate();
-    let header = lines
-        .next()
-        .map(|(_, line)| line.trim().trim_start_matches('\u{feff}'))
-        .unwrap_or("");
-    anyhow::ensure!(
-        header.replace(' ', "") == "app_id,cid,master_cid",
-        "the first line must be the header `app_id,cid,master_cid`, not `{header}`"
-    );
-    let total = text.lines().count().saturating_sub(1);
-    let progress = std::io::stderr().is_terminal();
-    let mut platforms: HashMap<String, Platform> = HashMap::new();
-    let mut summary = ImportSummary::default();
-    for (index, line) in lines {
-        let line_number = index + 1;
-        if progress && index % 1000 == 0 {
-            let done = index * 40 / total.max(1);
-            eprint!(
-                "\r[{}{}] {index}/{total}",
-                "#".repeat(done),
-                " ".repeat(40 - done.min(40))
-            );
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        match import_row(engine, &mut platforms, line).await {
-            Ok(MappingOutcome::Inserted) => summary.inserted += 1,
-            Ok(MappingOutcome::Unchanged) => summary.unchanged += 1,
-            Err(reason) => summary.refused.push((line_number, reason)),
-        }
-    }
-    if progress {
-        eprintln!("\r[{}] {total}/{total}", "#".repeat(40));
-    }
-    Ok(summary)
-}
-
-async fn import_row(
-    engine: &Engine,
-    platforms: &mut HashMap<String, Platform>,
-    line: &str,
-) -> Result<MappingOutcome, String> {
-    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-    let [app_id, cid, master_cid] = fields.as_slice() else {
-        return Err(format!("expected 3 fields, found {}", fields.len()));
-    };
-    let platform = match platforms.get(*app_id) {
-        Some(platform) => platform.clone(),
-        None => {
-            let id = AppId::new(*app_id).map_err(|err| format!("app_id: {err}"))?;
-            let platform = engine.platform(&id).await.map_err(|err| err.to_string())?;
-            platforms.insert(app_id.to_string(), platform.clone());
-            platform
-        }
-    };
-    let cid = SubCid::new(*cid).map_err(|err| format!("cid: {err}"))?;
-    let master_cid = MasterCid::new(*master_cid).map_err(|err| format!("master_cid: {err}"))?;
-    engine
-        .map_cid(&platform, &cid, &master_cid)
-        .await
-        .map_err(|err| match err {
-            EngineError::Store(err) => format!("database error: {err}"),
-            other => other.to_string(),
-        })
 }

@@ -7,4 +7,5 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod ops;
 pub mod server;

@@ -82,7 +82,10 @@ async fn operator_flows(db: TestDb) {
         String::from_utf8_lossy(&output.stderr),
     );
     assert!(stdout.contains("2 imported, 0 already present, 3 refused"), "{stdout}");
-    assert!(stderr.contains("line 3: expected 3 fields"), "{stderr}");
+    assert!(
+        stderr.contains("line 3: invalid parameter row: expected 3 fields"),
+        "{stderr}"
+    );
     assert!(stderr.contains("line 4: unknown platform `nope`"), "{stderr}");
     assert!(stderr.contains("line 7: conflict"), "{stderr}");
     assert!(ok(&db, &["ca", "import", csv]).contains("0 imported, 2 already present, 3 refused"));
@@ -140,7 +143,7 @@ async fn operator_flows(db: TestDb) {
                 "g-2"
             ]
         )
-        .contains("--amount")
+        .contains("invalid parameter amount")
     );
     ok(
         &db,
@@ -192,7 +195,7 @@ async fn operator_flows(db: TestDb) {
             "https://example.invalid/a.pdf",
         ],
     );
-    assert!(fails(&db, &["license", "add", "--name", "x", "--url", "ftp://a"]).contains("--url"));
+    assert!(fails(&db, &["license", "add", "--name", "x", "--url", "ftp://a"]).contains("invalid parameter url"));
     assert_eq!(engine.store().licenses().await.unwrap().len(), 1);
 
     let shown = ok(&db, &["key", "show"]);

@@ -194,6 +194,16 @@ pub trait Store: Send + Sync {
     async fn upsert_license(&self, license: &License, now_ms: i64) -> Result<(), StoreError>;
     /// All license agreements, oldest first.
     async fn licenses(&self) -> Result<Vec<License>, StoreError>;
+    /// Sets the platform's push URL of one kind (1 = bills, 2 = authorization), overwriting.
+    async fn put_subscription(
+        &self,
+        platform_id: PlatformId,
+        kind: i64,
+        notify_url: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The platform's push URL of one kind, if subscribed.
+    async fn subscription(&self, platform_id: PlatformId, kind: i64) -> Result<Option<String>, StoreError>;
 }
 
 /// The server's RSA key pair, as PEM (PKCS#8 private, SubjectPublicKeyInfo public).

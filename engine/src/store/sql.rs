@@ -768,6 +768,43 @@ macro_rules! impl_sql_store {
                     .map(|row| Ok($crate::store::License { name: row.try_get(0)?, download_url: row.try_get(1)? }))
                     .collect()
             }
+
+            async fn put_subscription(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                kind: i64,
+                notify_url: &str,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO subscriptions (platform_id, kind, notify_url, updated_at_ms) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (platform_id, kind) DO UPDATE \
+                     SET notify_url = excluded.notify_url, updated_at_ms = excluded.updated_at_ms",
+                )
+                .bind(platform_id.0)
+                .bind(kind)
+                .bind(notify_url)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn subscription(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                kind: i64,
+            ) -> Result<Option<String>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT notify_url FROM subscriptions WHERE platform_id = $1 AND kind = $2")
+                    .bind(platform_id.0)
+                    .bind(kind)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| Ok(row.try_get(0)?)).transpose()
+            }
         }
     };
 }

@@ -1,0 +1,9 @@
+-- Where each platform wants its pushes: one URL per (platform, type); type 1 = bills,
+-- 2 = authorization changes. The same type again overwrites.
+CREATE TABLE subscriptions (
+    platform_id   BIGINT NOT NULL REFERENCES platforms (id),
+    kind          BIGINT NOT NULL,
+    notify_url    TEXT    NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (platform_id, kind)
+);
