@@ -20,6 +20,10 @@ on_both_backends!(
     business_errors_have_their_codes,
     platforms_see_only_their_own_people_and_bills,
     concurrent_settlements_over_http_never_overdraw,
+    subscriptions_refuse_unsafe_urls,
+    the_admin_api_offers_the_operator_operations,
+    metrics_and_health_are_served,
+    an_http_ca_resolves_cids,
 );
 
 /// A server with one platform, one linked provider and one person (cid `c-1`) mapped to
@@ -35,23 +39,12 @@ async fn mall(db: TestDb, config: Config) -> Mall {
     let engine = &server.engine;
     let platform = engine.add_platform("mall", None).await.unwrap();
     engine
-        .add_provider(
-            &EquityCid::new("shop-1").unwrap(),
-            "shop",
-            std::slice::from_ref(&platform.app_id),
-        )
+        .add_provider(&EquityCid::new("shop-1").unwrap(), "shop", std::slice::from_ref(&platform.app_id))
         .await
         .unwrap();
-    engine
-        .map_cid(&platform, &SubCid::new("c-1").unwrap(), &MasterCid::new("m-1").unwrap())
-        .await
-        .unwrap();
+    engine.map_cid(&platform, &SubCid::new("c-1").unwrap(), &MasterCid::new("m-1").unwrap()).await.unwrap();
     let token = server.token(platform.app_id.as_str()).await;
-    Mall {
-        server,
-        platform,
-        token,
-    }
+    Mall { server, platform, token }
 }
 
 impl Mall {
@@ -100,10 +93,7 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
         .await
         .unwrap();
     let licenses = m.server.get("/auth/equity/licenseAgreement", Some(&m.token)).await;
-    assert_eq!(
-        licenses.body["content"]["licenseList"][0]["downloadUrl"],
-        "https://x/a.pdf"
-    );
+    assert_eq!(licenses.body["content"]["licenseList"][0]["downloadUrl"], "https://x/a.pdf");
 
     let authorized = m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await;
     assert_eq!(
@@ -118,15 +108,9 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
     );
 
     let settled = m.post("/transaction/orderSettel", order("o-1", "12.5")).await;
-    assert_eq!(
-        settled.body,
-        json!({ "code": 200, "msg": "成功", "content": "交易成功" })
-    );
+    assert_eq!(settled.body, json!({ "code": 200, "msg": "成功", "content": "交易成功" }));
     let again = m.post("/transaction/orderSettel", order("o-1", "12.50")).await;
-    assert_eq!(
-        again.body["content"], "交易成功",
-        "the same order again answers the original success"
-    );
+    assert_eq!(again.body["content"], "交易成功", "the same order again answers the original success");
     let mut refund = order("r-1", "-2.5");
     refund["parentTransactionId"] = json!("o-1");
     assert_eq!(m.post("/transaction/orderSettel", refund).await.code(), 200);
@@ -141,11 +125,7 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
         .await;
     let content = &bills.body["content"];
     assert_eq!(
-        (
-            content["total"].clone(),
-            content["page"].clone(),
-            content["pageSize"].clone()
-        ),
+        (content["total"].clone(), content["page"].clone(), content["pageSize"].clone()),
         (json!(2), json!(1), json!(1))
     );
     let bill = &content["bill"][0];
@@ -169,14 +149,7 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
 }
 
 async fn authentication_is_checked_in_order(db: TestDb) {
-    let m = mall(
-        db,
-        Config {
-            token_ttl_secs: 1,
-            ..Config::default()
-        },
-    )
-    .await;
+    let m = mall(db, Config { token_ttl_secs: 1, ..Config::default() }).await;
     let body = Some(json!({ "cid": "c-1" }).to_string());
     let send = |token: Option<&'static str>, headers: Vec<(String, String)>| {
         let body = body.clone();
@@ -188,36 +161,20 @@ async fn authentication_is_checked_in_order(db: TestDb) {
     let token = m.token.clone();
     let with = |headers: Vec<(String, String)>| {
         let (token, body, server) = (token.clone(), body.clone(), &m.server);
-        async move {
-            server
-                .send("POST", "/account/getPointInfo", Some(&token), headers, body)
-                .await
-        }
+        async move { server.send("POST", "/account/getPointInfo", Some(&token), headers, body).await }
     };
     let id = || uuid::Uuid::new_v4().to_string();
     let now = || carbon_e2e::carbon_engine::now_ms().to_string();
     let missing_id = with(vec![("timestamp".into(), now())]).await;
     assert_eq!((missing_id.status, missing_id.code()), (400, 40001));
     assert!(missing_id.msg().contains("transactionId"), "{}", missing_id.msg());
-    assert_eq!(
-        with(vec![
-            ("transactionId".into(), "123".into()),
-            ("timestamp".into(), now())
-        ])
-        .await
-        .code(),
-        40001
-    );
+    assert_eq!(with(vec![("transactionId".into(), "123".into()), ("timestamp".into(), now())]).await.code(), 40001);
     assert_eq!(with(vec![("transactionId".into(), id())]).await.code(), 40001);
     let stale = (carbon_e2e::carbon_engine::now_ms() - 301_000).to_string();
     let old = with(vec![("transactionId".into(), id()), ("timestamp".into(), stale)]).await;
     assert_eq!((old.status, old.code()), (401, 40104));
     let headers = vec![("transactionId".into(), id()), ("timestamp".into(), now())];
-    assert_eq!(
-        with(headers.clone()).await.code(),
-        40301,
-        "valid call: the cid has not authorized yet"
-    );
+    assert_eq!(with(headers.clone()).await.code(), 40301, "valid call: the cid has not authorized yet");
     let replay = with(headers).await;
     assert_eq!((replay.status, replay.code()), (409, 40105));
     // The token is checked before the headers: an expired token with bad headers is 40102.
@@ -227,57 +184,20 @@ async fn authentication_is_checked_in_order(db: TestDb) {
 }
 
 async fn get_access_token_refuses_uniformly_and_is_rate_limited(db: TestDb) {
-    let m = mall(
-        db,
-        Config {
-            token_rate_per_min: 5,
-            ..Config::default()
-        },
-    )
-    .await;
+    let m = mall(db, Config { token_rate_per_min: 5, ..Config::default() }).await;
     let app_id = m.platform.app_id.as_str();
-    let oaep = m
-        .server
-        .post(
-            "/auth/getAccessToken",
-            None,
-            json!({ "appId": m.server.encrypt(app_id, true) }),
-        )
-        .await;
+    let oaep = m.server.post("/auth/getAccessToken", None, json!({ "appId": m.server.encrypt(app_id, true) })).await;
     assert_eq!(oaep.code(), 200, "OAEP-SHA256 is accepted: {oaep:?}");
     assert!(oaep.body["content"]["expireTime"].as_i64().unwrap() > carbon_e2e::carbon_engine::now_ms() + 86_000_000);
-    for app_id_field in [
-        json!("bm90IGVuY3J5cHRlZA=="),
-        json!(m.server.encrypt("no-such-platform", false)),
-    ] {
-        let refused = m
-            .server
-            .post("/auth/getAccessToken", None, json!({ "appId": app_id_field }))
-            .await;
+    for app_id_field in [json!("bm90IGVuY3J5cHRlZA=="), json!(m.server.encrypt("no-such-platform", false))] {
+        let refused = m.server.post("/auth/getAccessToken", None, json!({ "appId": app_id_field })).await;
         assert_eq!((refused.status, refused.code()), (401, 40103));
-        assert_eq!(
-            refused.msg(),
-            "appId cannot be decrypted or is not a registered platform"
-        );
+        assert_eq!(refused.msg(), "appId cannot be decrypted or is not a registered platform");
     }
     // One token was taken by `mall`, three here: the fifth call is the last allowed.
-    let fifth = m
-        .server
-        .post(
-            "/auth/getAccessToken",
-            None,
-            json!({ "appId": m.server.encrypt(app_id, false) }),
-        )
-        .await;
+    let fifth = m.server.post("/auth/getAccessToken", None, json!({ "appId": m.server.encrypt(app_id, false) })).await;
     assert_eq!(fifth.code(), 200);
-    let sixth = m
-        .server
-        .post(
-            "/auth/getAccessToken",
-            None,
-            json!({ "appId": m.server.encrypt(app_id, false) }),
-        )
-        .await;
+    let sixth = m.server.post("/auth/getAccessToken", None, json!({ "appId": m.server.encrypt(app_id, false) })).await;
     assert_eq!((sixth.status, sixth.code()), (429, 42901));
 }
 
@@ -289,10 +209,7 @@ async fn bad_input_answers_40001_naming_the_field(db: TestDb) {
         (json!({ "transactionPointA": 10 }), "transactionPointA"),
         (json!({ "transactionPointA": "1.001" }), "transactionPointA"),
         (json!({ "transactionPointA": "1e2" }), "transactionPointA"),
-        (
-            json!({ "data": ["一二三四五六七八九十一二三四五六七八九十一"] }),
-            "data[0]",
-        ),
+        (json!({ "data": ["一二三四五六七八九十一二三四五六七八九十一"] }), "data[0]"),
         (json!({ "data": [] }), "data"),
         (json!({ "transactionTime": "2024/04/09" }), "transactionTime"),
         (json!({ "type": 3 }), "type"),
@@ -309,33 +226,16 @@ async fn bad_input_answers_40001_naming_the_field(db: TestDb) {
     }
     let not_json = m
         .server
-        .send(
-            "POST",
-            "/transaction/orderSettel",
-            Some(&m.token),
-            Server::fresh_headers(),
-            Some("{oops".into()),
-        )
+        .send("POST", "/transaction/orderSettel", Some(&m.token), Server::fresh_headers(), Some("{oops".into()))
         .await;
     assert_eq!(not_json.code(), 40001);
     let huge = json!({ "cid": "x".repeat(70_000) }).to_string();
-    let oversized = m
-        .server
-        .send(
-            "POST",
-            "/account/getPointInfo",
-            Some(&m.token),
-            Server::fresh_headers(),
-            Some(huge),
-        )
-        .await;
+    let oversized =
+        m.server.send("POST", "/account/getPointInfo", Some(&m.token), Server::fresh_headers(), Some(huge)).await;
     assert_eq!(oversized.code(), 40001);
     assert!(oversized.msg().contains("body"), "{}", oversized.msg());
     let unknown = m.server.get("/nowhere", None).await;
-    assert_eq!(
-        (unknown.status, unknown.code(), unknown.body["content"].clone()),
-        (404, 40400, Value::Null)
-    );
+    assert_eq!((unknown.status, unknown.code(), unknown.body["content"].clone()), (404, 40400, Value::Null));
     let wrong_method = m.server.get("/transaction/orderSettel", Some(&m.token)).await;
     assert_eq!((wrong_method.status, wrong_method.code()), (405, 40500));
     assert_eq!(
@@ -346,25 +246,14 @@ async fn bad_input_answers_40001_naming_the_field(db: TestDb) {
 
 async fn business_errors_have_their_codes(db: TestDb) {
     let m = mall(db, Config::default()).await;
-    assert_eq!(
-        m.post("/auth/accountAuthorize", json!({ "cid": "unknown" }))
-            .await
-            .code(),
-        40401
-    );
-    assert_eq!(
-        m.post("/transaction/orderSettel", order("o-0", "1")).await.code(),
-        40301
-    );
+    assert_eq!(m.post("/auth/accountAuthorize", json!({ "cid": "unknown" })).await.code(), 40401);
+    assert_eq!(m.post("/transaction/orderSettel", order("o-0", "1")).await.code(), 40301);
     m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await;
     m.credit("m-1", "10", "grant-1").await;
     let mut stranger = order("o-1", "1");
     stranger["equityCid"] = json!("stranger");
     assert_eq!(m.post("/transaction/orderSettel", stranger).await.code(), 40302);
-    assert_eq!(
-        m.post("/transaction/orderSettel", order("o-2", "10.01")).await.code(),
-        42201
-    );
+    assert_eq!(m.post("/transaction/orderSettel", order("o-2", "10.01")).await.code(), 42201);
     let mut bad_type = order("o-3", "1");
     bad_type["transactionType"] = json!("no spaces allowed");
     assert_eq!(m.post("/transaction/orderSettel", bad_type).await.code(), 42202);
@@ -384,33 +273,19 @@ async fn platforms_see_only_their_own_people_and_bills(db: TestDb) {
     let m = mall(db, Config::default()).await;
     let engine = &m.server.engine;
     let other = engine.add_platform("other", None).await.unwrap();
-    engine
-        .map_cid(&other, &SubCid::new("o-cid").unwrap(), &MasterCid::new("m-1").unwrap())
-        .await
-        .unwrap();
+    engine.map_cid(&other, &SubCid::new("o-cid").unwrap(), &MasterCid::new("m-1").unwrap()).await.unwrap();
     let other_token = m.server.token(other.app_id.as_str()).await;
     m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await;
     m.credit("m-1", "10", "grant-1").await;
     assert_eq!(m.post("/transaction/orderSettel", order("o-1", "1")).await.code(), 200);
     // The other platform cannot use the first platform's cid for the same person…
-    let foreign = m
-        .server
-        .post("/auth/accountAuthorize", Some(&other_token), json!({ "cid": "c-1" }))
-        .await;
+    let foreign = m.server.post("/auth/accountAuthorize", Some(&other_token), json!({ "cid": "c-1" })).await;
     assert_eq!(foreign.code(), 40401);
-    let peek = m
-        .server
-        .post("/account/getPointInfo", Some(&other_token), json!({ "cid": "c-1" }))
-        .await;
+    let peek = m.server.post("/account/getPointInfo", Some(&other_token), json!({ "cid": "c-1" })).await;
     assert_eq!(peek.code(), 40301);
     // …sees the person through its own cid once authorized, and none of the first one's bills.
-    m.server
-        .post("/auth/accountAuthorize", Some(&other_token), json!({ "cid": "o-cid" }))
-        .await;
-    let own = m
-        .server
-        .post("/account/getPointInfo", Some(&other_token), json!({ "cid": "o-cid" }))
-        .await;
+    m.server.post("/auth/accountAuthorize", Some(&other_token), json!({ "cid": "o-cid" })).await;
+    let own = m.server.post("/account/getPointInfo", Some(&other_token), json!({ "cid": "o-cid" })).await;
     assert_eq!(own.body["content"]["pointInfo"][0]["pointBalance"], "9");
     let bills = m
         .server
@@ -424,13 +299,7 @@ async fn platforms_see_only_their_own_people_and_bills(db: TestDb) {
     // The provider is not linked to the other platform.
     let mut theirs = order("o-2", "1");
     theirs["cid"] = json!("o-cid");
-    assert_eq!(
-        m.server
-            .post("/transaction/orderSettel", Some(&other_token), theirs)
-            .await
-            .code(),
-        40302
-    );
+    assert_eq!(m.server.post("/transaction/orderSettel", Some(&other_token), theirs).await.code(), 40302);
 }
 
 async fn concurrent_settlements_over_http_never_overdraw(db: TestDb) {
@@ -441,11 +310,7 @@ async fn concurrent_settlements_over_http_never_overdraw(db: TestDb) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..60 {
         let m = m.clone();
-        tasks.spawn(async move {
-            m.post("/transaction/orderSettel", order(&format!("o-{i}"), "1"))
-                .await
-                .code()
-        });
+        tasks.spawn(async move { m.post("/transaction/orderSettel", order(&format!("o-{i}"), "1")).await.code() });
     }
     let mut codes = std::collections::BTreeMap::new();
     while let Some(code) = tasks.join_next().await {
@@ -453,4 +318,140 @@ async fn concurrent_settlements_over_http_never_overdraw(db: TestDb) {
     }
     assert_eq!(codes, [(200, 20), (42201, 40)].into_iter().collect());
     assert!(m.server.engine.verify().await.unwrap().is_sound());
+}
+
+async fn subscriptions_refuse_unsafe_urls(db: TestDb) {
+    let m = mall(db, Config::default()).await;
+    let subscribe = |url: &str, kind: i64| m.post("/subscribe", json!({ "notifyUrl": url, "type": kind }));
+    assert_eq!(subscribe("https://93.184.216.34/push/bills", 1).await.code(), 200);
+    assert_eq!(subscribe("https://93.184.216.34/push/auth", 2).await.code(), 200);
+    assert_eq!(subscribe("https://93.184.216.34/push/bills-v2", 1).await.code(), 200, "the same type overwrites");
+    let store = m.server.engine.store();
+    assert_eq!(
+        store.subscription(m.platform.id, 1).await.unwrap().as_deref(),
+        Some("https://93.184.216.34/push/bills-v2")
+    );
+    for (url, kind, field) in [
+        ("http://127.0.0.1:9000/push", 1, "notifyUrl"),
+        ("http://169.254.169.254/", 2, "notifyUrl"),
+        ("https://user:secret@93.184.216.34/", 1, "notifyUrl"),
+        ("ftp://93.184.216.34/", 1, "notifyUrl"),
+        ("https://93.184.216.34/push", 3, "type"),
+    ] {
+        let answer = subscribe(url, kind).await;
+        assert_eq!((answer.status, answer.code()), (400, 40001), "{url}");
+        assert!(answer.msg().contains(field), "{url}: {}", answer.msg());
+    }
+    drop(m);
+}
+
+async fn the_admin_api_offers_the_operator_operations(db: TestDb) {
+    const ADMIN: &str = "an-admin-token-of-some-length";
+    let server = Server::start(db, Config { admin_token: Some(ADMIN.into()), ..Config::default() }).await;
+    let admin = |method: &'static str, path: &'static str, body: Option<String>| {
+        let server = &server;
+        async move {
+            let headers = vec![("Authorization".to_owned(), format!("Bearer {ADMIN}"))];
+            server.send(method, path, None, headers, body).await
+        }
+    };
+    let wrong =
+        server.send("GET", "/admin/v1/verify", None, vec![("Authorization".into(), "Bearer nope".into())], None).await;
+    assert_eq!((wrong.status, wrong.code()), (401, 40101));
+    let added =
+        admin("POST", "/admin/v1/platforms", Some(json!({ "name": "Mall", "appId": "app-1" }).to_string())).await;
+    assert_eq!(added.body["content"]["appId"], "app-1");
+    let twice =
+        admin("POST", "/admin/v1/platforms", Some(json!({ "name": "Mall", "appId": "app-1" }).to_string())).await;
+    assert_eq!(twice.code(), 40901);
+    let listed = admin("GET", "/admin/v1/platforms", None).await;
+    assert_eq!(listed.body["content"]["platforms"][0]["name"], "Mall");
+    let provider = json!({ "equityCid": "shop-1", "name": "Tea", "platforms": ["app-1"] }).to_string();
+    assert_eq!(admin("POST", "/admin/v1/providers", Some(provider)).await.code(), 200);
+    let imported =
+        admin("POST", "/admin/v1/ca/import", Some("app_id,cid,master_cid\napp-1,c-1,m-1\nbad-row\n".into())).await;
+    assert_eq!(imported.body["content"]["inserted"], 1);
+    assert_eq!(imported.body["content"]["refused"][0]["line"], 3);
+    let credit = json!({ "masterCid": "m-1", "class": "a", "amount": "10.5", "externalId": "g-1" }).to_string();
+    assert_eq!(admin("POST", "/admin/v1/credits/points", Some(credit.clone())).await.body["content"]["credited"], true);
+    assert_eq!(admin("POST", "/admin/v1/credits/points", Some(credit)).await.body["content"]["credited"], false);
+    let bad = json!({ "masterCid": "m-1", "class": "c", "amount": "1", "externalId": "g-2" }).to_string();
+    let bad = admin("POST", "/admin/v1/credits/points", Some(bad)).await;
+    assert_eq!((bad.code(), bad.msg().contains("class")), (40001, true), "{bad:?}");
+    let reduction = json!({ "masterCid": "m-1", "kg": "2", "scene": "单车", "methodology": "SHCER020200120241", "externalId": "r-1" });
+    assert_eq!(admin("POST", "/admin/v1/credits/reduction", Some(reduction.to_string())).await.code(), 200);
+    let license = json!({ "name": "协议", "url": "https://x/a.pdf" }).to_string();
+    assert_eq!(admin("POST", "/admin/v1/licenses", Some(license)).await.code(), 200);
+
+    // The platform sees what the operator set up.
+    let token = server.token("app-1").await;
+    assert_eq!(server.post("/auth/accountAuthorize", Some(&token), json!({ "cid": "c-1" })).await.code(), 200);
+    let info = server.post("/account/getPointInfo", Some(&token), json!({ "cid": "c-1" })).await;
+    assert_eq!(info.body["content"]["pointInfo"][0]["pointBalance"], "10.5");
+    let scenes = server.get("/auth/getReductionScene?cid=c-1", Some(&token)).await;
+    assert_eq!(scenes.body["content"]["sceneList"], json!(["单车"]));
+    let cancel = json!({ "platform": "app-1", "cid": "c-1" }).to_string();
+    assert_eq!(admin("POST", "/admin/v1/authorizations/cancel", Some(cancel)).await.code(), 200);
+    assert_eq!(server.post("/account/getPointInfo", Some(&token), json!({ "cid": "c-1" })).await.code(), 40301);
+
+    let verified = admin("GET", "/admin/v1/verify", None).await;
+    assert_eq!(verified.body["content"]["sound"], true, "{verified:?}");
+    let before = admin("GET", "/admin/v1/keys/public", None).await.body["content"]["publicKeyPem"].clone();
+    let rotated = admin("POST", "/admin/v1/keys/rotate", None).await.body["content"]["publicKeyPem"].clone();
+    assert!(rotated.as_str().unwrap().starts_with("-----BEGIN PUBLIC KEY-----"));
+    assert_ne!(before, rotated);
+}
+
+async fn metrics_and_health_are_served(db: TestDb) {
+    let m = mall(db, Config::default()).await;
+    m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await;
+    m.credit("m-1", "5", "g").await;
+    m.post("/transaction/orderSettel", order("o-1", "1")).await;
+    m.post("/transaction/orderSettel", order("o-2", "100")).await;
+    let client = reqwest::Client::new();
+    let text = |path: &'static str| {
+        let (client, base) = (client.clone(), m.server.base.clone());
+        async move { client.get(format!("{base}{path}")).send().await.unwrap().text().await.unwrap() }
+    };
+    assert_eq!(text("/healthz").await, "ok");
+    assert_eq!(text("/readyz").await, "ready");
+    let metrics = text("/metrics").await;
+    for line in [
+        "carbon_http_requests_total{route=\"/carbon-inclusion/apis/v1/transaction/orderSettel\",code=\"200\"} 1",
+        "carbon_http_requests_total{route=\"/carbon-inclusion/apis/v1/transaction/orderSettel\",code=\"42201\"} 1",
+        "carbon_settlement_seconds_count 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+    }
+}
+
+/// A little CA: knows `c-9` of any platform as `m-9`, fails for `broken`.
+async fn start_ca() -> String {
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    async fn resolve(Path((_app_id, cid)): Path<(String, String)>) -> (StatusCode, String) {
+        match cid.as_str() {
+            "c-9" => (StatusCode::OK, json!({ "masterCid": "m-9" }).to_string()),
+            "broken" => (StatusCode::INTERNAL_SERVER_ERROR, "down".into()),
+            _ => (StatusCode::NOT_FOUND, String::new()),
+        }
+    }
+    let app = axum::Router::new().route("/ca/cids/{app_id}/{cid}", axum::routing::get(resolve));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/ca", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+async fn an_http_ca_resolves_cids(db: TestDb) {
+    let ca = start_ca().await;
+    let m = mall(db, Config { ca_url: Some(ca), ..Config::default() }).await;
+    assert_eq!(m.post("/auth/accountAuthorize", json!({ "cid": "c-9" })).await.code(), 200);
+    m.credit("m-9", "3", "g").await;
+    let info = m.post("/account/getPointInfo", json!({ "cid": "c-9" })).await;
+    assert_eq!(info.body["content"]["pointInfo"][0]["pointBalance"], "3");
+    // The local table is not consulted when an HTTP CA is configured: c-1 is unknown there.
+    assert_eq!(m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await.code(), 40401);
+    let broken = m.post("/auth/accountAuthorize", json!({ "cid": "broken" })).await;
+    assert_eq!((broken.status, broken.code(), broken.msg()), (500, 50001, "internal error"));
 }

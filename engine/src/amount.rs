@@ -81,10 +81,7 @@ impl fmt::Display for Grams {
 }
 
 fn refuse(field: &str, reason: impl Into<String>) -> AmountError {
-    AmountError {
-        field: field.to_owned(),
-        reason: reason.into(),
-    }
+    AmountError { field: field.to_owned(), reason: reason.into() }
 }
 
 /// Parses `-?digits(.digits)?` into an integer scaled by `10^scale`, refusing anything that
@@ -121,11 +118,7 @@ fn parse_fixed(field: &str, text: &str, scale: u32) -> Result<i64, AmountError> 
     if whole_trimmed.len() > 13 {
         return Err(too_large());
     }
-    let whole_value: i64 = if whole_trimmed.is_empty() {
-        0
-    } else {
-        whole_trimmed.parse().map_err(|_| too_large())?
-    };
+    let whole_value: i64 = if whole_trimmed.is_empty() { 0 } else { whole_trimmed.parse().map_err(|_| too_large())? };
     let mut fraction_value: i64 = 0;
     for digit in fraction.bytes() {
         fraction_value = fraction_value * 10 + i64::from(digit - b'0');

@@ -39,10 +39,7 @@ pub struct Engine {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
 }
 
 impl Engine {
@@ -79,10 +76,7 @@ impl Engine {
 
     /// The platform with this app id.
     pub async fn platform(&self, app_id: &AppId) -> Result<Platform, EngineError> {
-        self.store
-            .platform_by_app_id(app_id)
-            .await?
-            .ok_or_else(|| EngineError::UnknownPlatform(app_id.to_string()))
+        self.store.platform_by_app_id(app_id).await?.ok_or_else(|| EngineError::UnknownPlatform(app_id.to_string()))
     }
 
     /// Adds (or renames) a provider and links it to each of `platforms`. Checks every platform
@@ -111,15 +105,12 @@ impl Engine {
         sub_cid: &SubCid,
         master_cid: &MasterCid,
     ) -> Result<MappingOutcome, EngineError> {
-        self.store
-            .put_cid_mapping(platform.id, sub_cid, master_cid)
-            .await
-            .map_err(|err| match err {
-                MappingError::Conflict(existing) => {
-                    EngineError::Conflict(format!("cid `{sub_cid}` is already mapped to master cid `{existing}`"))
-                }
-                MappingError::Store(err) => err.into(),
-            })
+        self.store.put_cid_mapping(platform.id, sub_cid, master_cid).await.map_err(|err| match err {
+            MappingError::Conflict(existing) => {
+                EngineError::Conflict(format!("cid `{sub_cid}` is already mapped to master cid `{existing}`"))
+            }
+            MappingError::Store(err) => err.into(),
+        })
     }
 
     /// The master cid of a platform's sub-scene cid in the local CA table.
@@ -129,13 +120,21 @@ impl Engine {
 
     /// The person authorizes the platform (`accountAuthorize`); the cid must be known.
     pub async fn authorize(&self, platform: &Platform, sub_cid: &SubCid) -> Result<Authorization, EngineError> {
-        let master_cid = self
-            .resolve_cid(platform, sub_cid)
-            .await?
-            .ok_or(EngineError::UnknownCid)?;
-        self.store
-            .set_authorization(platform.id, sub_cid, &master_cid, true, now_ms())
-            .await?;
+        let master_cid = self.resolve_cid(platform, sub_cid).await?.ok_or(EngineError::UnknownCid)?;
+        self.store.set_authorization(platform.id, sub_cid, &master_cid, true, now_ms()).await?;
+        self.authorized(platform, sub_cid).await
+    }
+
+    /// The person authorizes the platform, an external CA having resolved `sub_cid` to
+    /// `master_cid`; the mapping is kept so settlement never asks the CA.
+    pub async fn authorize_resolved(
+        &self,
+        platform: &Platform,
+        sub_cid: &SubCid,
+        master_cid: &MasterCid,
+    ) -> Result<Authorization, EngineError> {
+        self.map_cid(platform, sub_cid, master_cid).await?;
+        self.store.set_authorization(platform.id, sub_cid, master_cid, true, now_ms()).await?;
         self.authorized(platform, sub_cid).await
     }
 
@@ -146,13 +145,8 @@ impl Engine {
         sub_cid: &SubCid,
     ) -> Result<Authorization, EngineError> {
         let authorization = self.authorized(platform, sub_cid).await?;
-        self.store
-            .set_authorization(platform.id, sub_cid, &authorization.master_cid, false, now_ms())
-            .await?;
-        Ok(Authorization {
-            active: false,
-            ..authorization
-        })
+        self.store.set_authorization(platform.id, sub_cid, &authorization.master_cid, false, now_ms()).await?;
+        Ok(Authorization { active: false, ..authorization })
     }
 
     /// The active authorization of `sub_cid` for `platform`, or [`EngineError::NotAuthorized`].
@@ -177,16 +171,12 @@ impl Engine {
 
     /// Credits points or reductions, once per external id.
     pub async fn credit(&self, credit: &Credit) -> Result<CreditOutcome, EngineError> {
-        self.store
-            .apply_credit(credit, now_ms())
-            .await
-            .map_err(|err| match err {
-                CreditError::Conflict => EngineError::Conflict(format!(
-                    "external id `{}` was used for a different credit",
-                    credit.external_id
-                )),
-                CreditError::Store(err) => err.into(),
-            })
+        self.store.apply_credit(credit, now_ms()).await.map_err(|err| match err {
+            CreditError::Conflict => {
+                EngineError::Conflict(format!("external id `{}` was used for a different credit", credit.external_id))
+            }
+            CreditError::Store(err) => err.into(),
+        })
     }
 
     /// A platform's bills (`getPointsBillInfo`).
@@ -211,10 +201,7 @@ impl Engine {
             return replay_or_conflict(&existing, &request_hash);
         }
         let rules = self.rules.rules_for(platform).await.map_err(rules_error)?;
-        rules
-            .validate_transaction_type(&order.transaction_type)
-            .await
-            .map_err(rules_error)?;
+        rules.validate_transaction_type(&order.transaction_type).await.map_err(rules_error)?;
         let rules_version = rules.version();
         let person = AccountId::Person(authorization.master_cid.clone());
         let provider = AccountId::Provider(order.equity_cid.clone());
@@ -223,9 +210,7 @@ impl Engine {
             let (postings, converted_reduction) = match order.kind() {
                 OrderKind::Purchase => {
                     let balances = self.store.balances(&authorization.master_cid).await?;
-                    let plan = plan_purchase(rules.as_ref(), order, balances)
-                        .await
-                        .map_err(plan_error)?;
+                    let plan = plan_purchase(rules.as_ref(), order, balances).await.map_err(plan_error)?;
                     purchase_postings(order, &plan, &person, &provider)
                 }
                 OrderKind::Refund => (refund_postings(order, &person, &provider), Grams::ZERO),
@@ -258,9 +243,7 @@ impl Engine {
                     continue;
                 }
                 Err(ApplyError::Overdraft { account, asset }) => {
-                    return Err(EngineError::InsufficientPoints(format!(
-                        "{account} cannot cover {asset}"
-                    )));
+                    return Err(EngineError::InsufficientPoints(format!("{account} cannot cover {asset}")));
                 }
                 Err(ApplyError::ParentNotFound) => return Err(EngineError::ParentNotFound),
                 Err(ApplyError::RefundExceedsParent) => return Err(EngineError::RefundExceedsParent),
@@ -272,11 +255,7 @@ impl Engine {
 }
 
 fn replay_or_conflict(existing_hash: &str, request_hash: &str) -> Result<Settled, EngineError> {
-    if existing_hash == request_hash {
-        Ok(Settled::Replayed)
-    } else {
-        Err(EngineError::OrderConflict)
-    }
+    if existing_hash == request_hash { Ok(Settled::Replayed) } else { Err(EngineError::OrderConflict) }
 }
 
 fn rules_error(err: RulesError) -> EngineError {

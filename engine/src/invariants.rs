@@ -62,38 +62,21 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Violation::AssetNotZero { asset, sum } => write!(f, "asset {asset}: balances sum to {sum}, not 0"),
-            Violation::Overdrawn {
-                account,
-                asset,
-                balance,
-            } => {
+            Violation::Overdrawn { account, asset, balance } => {
                 write!(f, "{account} asset {asset}: balance {balance} is below zero")
             }
             Violation::JournalUnbalanced { journal_id, asset, sum } => {
                 write!(f, "journal {journal_id} asset {asset}: postings sum to {sum}, not 0")
             }
-            Violation::BalanceMismatch {
-                account,
-                asset,
-                balance,
-                postings,
-            } => {
+            Violation::BalanceMismatch { account, asset, balance, postings } => {
+                write!(f, "{account} asset {asset}: balance {balance} but postings sum to {postings}")
+            }
+            Violation::RefundsExceedParent { platform_id, transaction_id, asset, purchased, refunded, counter } => {
                 write!(
                     f,
-                    "{account} asset {asset}: balance {balance} but postings sum to {postings}"
+                    "platform {platform_id} order {transaction_id} class {asset}: purchased {purchased}, refunds sum to {refunded}, counter says {counter}"
                 )
             }
-            Violation::RefundsExceedParent {
-                platform_id,
-                transaction_id,
-                asset,
-                purchased,
-                refunded,
-                counter,
-            } => write!(
-                f,
-                "platform {platform_id} order {transaction_id} class {asset}: purchased {purchased}, refunds sum to {refunded}, counter says {counter}"
-            ),
         }
     }
 }
@@ -126,11 +109,7 @@ impl fmt::Display for InvariantReport {
             self.balances_checked,
             self.journals_checked,
             self.orders_checked,
-            if self.is_sound() {
-                "ledger sound".to_owned()
-            } else {
-                format!("{} violation(s)", self.violations.len())
-            }
+            if self.is_sound() { "ledger sound".to_owned() } else { format!("{} violation(s)", self.violations.len()) }
         )?;
         for violation in &self.violations {
             writeln!(f, "  VIOLATION {violation}")?;

@@ -152,21 +152,10 @@ pub struct PostingSetBuilder {
 impl PostingSetBuilder {
     /// Moves `amount` of `asset` from one account to another (no-op for zero).
     pub fn transfer(&mut self, from: &AccountId, to: &AccountId, asset: Asset, amount: i64) -> &mut Self {
-        assert!(
-            amount >= 0,
-            "transfer amounts are non-negative; swap the accounts instead"
-        );
+        assert!(amount >= 0, "transfer amounts are non-negative; swap the accounts instead");
         if amount > 0 {
-            self.postings.push(Posting {
-                account: from.clone(),
-                asset,
-                amount: -amount,
-            });
-            self.postings.push(Posting {
-                account: to.clone(),
-                asset,
-                amount,
-            });
+            self.postings.push(Posting { account: from.clone(), asset, amount: -amount });
+            self.postings.push(Posting { account: to.clone(), asset, amount });
         }
         self
     }
@@ -202,9 +191,8 @@ impl PostingSet {
     pub fn net_changes(&self) -> Vec<(AccountId, Asset, i64)> {
         let mut net: BTreeMap<(String, Asset), (AccountId, i64)> = BTreeMap::new();
         for posting in &self.postings {
-            let entry = net
-                .entry((posting.account.key(), posting.asset))
-                .or_insert_with(|| (posting.account.clone(), 0));
+            let entry =
+                net.entry((posting.account.key(), posting.asset)).or_insert_with(|| (posting.account.clone(), 0));
             entry.1 += posting.amount;
         }
         net.into_iter()
@@ -224,35 +212,17 @@ mod tests {
 
     #[test]
     fn unbalanced_sets_are_refused() {
-        let err = PostingSet::new(vec![Posting {
-            account: person("m1"),
-            asset: Asset::PointA,
-            amount: 5,
-        }])
-        .unwrap_err();
-        assert_eq!(
-            err,
-            Unbalanced {
-                asset: Asset::PointA,
-                sum: 5
-            }
-        );
+        let err =
+            PostingSet::new(vec![Posting { account: person("m1"), asset: Asset::PointA, amount: 5 }]).unwrap_err();
+        assert_eq!(err, Unbalanced { asset: Asset::PointA, sum: 5 });
     }
 
     #[test]
     fn balance_is_checked_per_asset() {
         // +5 A and -5 B sum to zero overall but not per asset.
         let set = PostingSet::new(vec![
-            Posting {
-                account: person("m1"),
-                asset: Asset::PointA,
-                amount: 5,
-            },
-            Posting {
-                account: person("m1"),
-                asset: Asset::PointB,
-                amount: -5,
-            },
+            Posting { account: person("m1"), asset: Asset::PointA, amount: 5 },
+            Posting { account: person("m1"), asset: Asset::PointB, amount: -5 },
         ]);
         assert!(set.is_err());
     }

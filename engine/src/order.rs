@@ -85,19 +85,13 @@ pub struct FieldError {
 impl FieldError {
     /// A field error from a name and a reason.
     pub fn new(field: &str, reason: impl Into<String>) -> Self {
-        FieldError {
-            field: field.to_owned(),
-            reason: reason.into(),
-        }
+        FieldError { field: field.to_owned(), reason: reason.into() }
     }
 }
 
 impl From<AmountError> for FieldError {
     fn from(err: AmountError) -> Self {
-        FieldError {
-            field: err.field,
-            reason: err.reason,
-        }
+        FieldError { field: err.field, reason: err.reason }
     }
 }
 
@@ -150,10 +144,7 @@ impl OrderInput {
             ));
         }
         if point_a.0 == 0 && point_b.0 == 0 {
-            return Err(FieldError::new(
-                "transactionPointA",
-                "the order's total must not be zero",
-            ));
+            return Err(FieldError::new("transactionPointA", "the order's total must not be zero"));
         }
         let is_refund = point_a.0 < 0 || point_b.0 < 0;
         match &parent_transaction_id {
@@ -189,10 +180,7 @@ impl OrderInput {
             ));
         }
         if let Some(index) = self.data.iter().position(|item| item.chars().count() > MAX_ITEM_CHARS) {
-            return Err(FieldError::new(
-                &format!("data[{index}]"),
-                format!("longer than {MAX_ITEM_CHARS} characters"),
-            ));
+            return Err(FieldError::new(&format!("data[{index}]"), format!("longer than {MAX_ITEM_CHARS} characters")));
         }
         Ok(Order {
             cid,
@@ -210,19 +198,13 @@ impl OrderInput {
 }
 
 fn parse_optional(field: &str, text: Option<&str>) -> Result<Option<Points>, FieldError> {
-    text.map(|text| Points::parse(field, text))
-        .transpose()
-        .map_err(FieldError::from)
+    text.map(|text| Points::parse(field, text)).transpose().map_err(FieldError::from)
 }
 
 impl Order {
     /// Purchase or refund, from the sign of the amounts.
     pub fn kind(&self) -> OrderKind {
-        if self.point_a.0 < 0 || self.point_b.0 < 0 {
-            OrderKind::Refund
-        } else {
-            OrderKind::Purchase
-        }
+        if self.point_a.0 < 0 || self.point_b.0 < 0 { OrderKind::Refund } else { OrderKind::Purchase }
     }
 
     /// Points A + B of the order (the bill's `amount`).
@@ -281,85 +263,18 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        assert_eq!(
-            field_of(OrderInput {
-                cid: String::new(),
-                ..input()
-            }),
-            "cid"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                transaction_point_a: None,
-                ..input()
-            }),
-            "transactionPointA"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                transaction_point_b: Some("-1".into()),
-                ..input()
-            }),
-            "transactionPointB"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                transaction_point_a: Some("0".into()),
-                ..input()
-            }),
-            "transactionPointA"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                transaction_point_a: Some("1.001".into()),
-                ..input()
-            }),
-            "transactionPointA"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                transaction_point_a: Some("-1".into()),
-                ..input()
-            }),
-            "parentTransactionId"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                convert_type: Some(2),
-                ..input()
-            }),
-            "type"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                data: vec![],
-                ..input()
-            }),
-            "data"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                data: vec!["x".into(); 101],
-                ..input()
-            }),
-            "data"
-        );
-        assert_eq!(
-            field_of(OrderInput {
-                data: vec!["ok".into(), "长".repeat(21)],
-                ..input()
-            }),
-            "data[1]"
-        );
+        assert_eq!(field_of(OrderInput { cid: String::new(), ..input() }), "cid");
+        assert_eq!(field_of(OrderInput { transaction_point_a: None, ..input() }), "transactionPointA");
+        assert_eq!(field_of(OrderInput { transaction_point_b: Some("-1".into()), ..input() }), "transactionPointB");
+        assert_eq!(field_of(OrderInput { transaction_point_a: Some("0".into()), ..input() }), "transactionPointA");
+        assert_eq!(field_of(OrderInput { transaction_point_a: Some("1.001".into()), ..input() }), "transactionPointA");
+        assert_eq!(field_of(OrderInput { transaction_point_a: Some("-1".into()), ..input() }), "parentTransactionId");
+        assert_eq!(field_of(OrderInput { convert_type: Some(2), ..input() }), "type");
+        assert_eq!(field_of(OrderInput { data: vec![], ..input() }), "data");
+        assert_eq!(field_of(OrderInput { data: vec!["x".into(); 101], ..input() }), "data");
+        assert_eq!(field_of(OrderInput { data: vec!["ok".into(), "长".repeat(21)], ..input() }), "data[1]");
         // 20 characters of 3 bytes each are fine: the limit counts characters.
-        assert!(
-            OrderInput {
-                data: vec!["长".repeat(20)],
-                ..input()
-            }
-            .validate()
-            .is_ok()
-        );
+        assert!(OrderInput { data: vec!["长".repeat(20)], ..input() }.validate().is_ok());
     }
 
     #[test]
@@ -371,27 +286,14 @@ mod tests {
     #[test]
     fn canonical_hash_ignores_spelling_not_meaning() {
         let a = input().validate().unwrap();
-        let b = OrderInput {
-            transaction_point_a: Some("10.00".into()),
-            transaction_point_b: Some("0".into()),
-            ..input()
-        }
-        .validate()
-        .unwrap();
+        let b =
+            OrderInput { transaction_point_a: Some("10.00".into()), transaction_point_b: Some("0".into()), ..input() }
+                .validate()
+                .unwrap();
         assert_eq!(a.canonical_hash(), b.canonical_hash());
-        let c = OrderInput {
-            transaction_point_a: Some("10.01".into()),
-            ..input()
-        }
-        .validate()
-        .unwrap();
+        let c = OrderInput { transaction_point_a: Some("10.01".into()), ..input() }.validate().unwrap();
         assert_ne!(a.canonical_hash(), c.canonical_hash());
-        let d = OrderInput {
-            data: vec!["充电宝".into()],
-            ..input()
-        }
-        .validate()
-        .unwrap();
+        let d = OrderInput { data: vec!["充电宝".into()], ..input() }.validate().unwrap();
         assert_ne!(a.canonical_hash(), d.canonical_hash());
     }
 }

@@ -42,11 +42,7 @@ pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("carbon.db").display());
     let store = store::open(&url).await.expect("open sqlite");
-    TestDb {
-        url,
-        store,
-        _dir: Some(dir),
-    }
+    TestDb { url, store, _dir: Some(dir) }
 }
 
 /// The PostgreSQL server for tests, or `None` when explicitly switched off.
@@ -66,10 +62,7 @@ pub async fn postgres() -> Option<TestDb> {
     let now = crate::now_ms() / 1000;
     let schema = format!("carbon_test_{now}_{}", uuid::Uuid::new_v4().simple());
     sweep_old_schemas(&mut admin, now).await;
-    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
     let store = store::open(&url).await.expect("open postgres");
@@ -85,9 +78,7 @@ async fn sweep_old_schemas(admin: &mut sqlx::PgConnection, now_secs: i64) {
     for (name,) in names {
         let created: Option<i64> = name.split('_').nth(2).and_then(|secs| secs.parse().ok());
         if created.is_some_and(|secs| now_secs - secs > 3600) {
-            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                .execute(&mut *admin)
-                .await;
+            let _ = sqlx::raw_sql(&format!("DROP SCHEMA IF EXISTS {name} CASCADE")).execute(&mut *admin).await;
         }
     }
 }

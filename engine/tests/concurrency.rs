@@ -54,14 +54,7 @@ async fn five_hundred_buyers_for_one_hundred_orders(db: TestDb) {
         tasks.spawn(async move { engine.settle(&platform, &order).await });
     }
     let tally = tally(tasks).await;
-    assert_eq!(
-        tally,
-        Tally {
-            new: 100,
-            insufficient: 400,
-            ..Tally::default()
-        }
-    );
+    assert_eq!(tally, Tally { new: 100, insufficient: 400, ..Tally::default() });
     assert_eq!(w.balances().await.0, "0");
     assert_eq!(w.provider_points(Asset::PointA).await, "150");
     let report = w.engine.verify().await.unwrap();
@@ -78,14 +71,7 @@ async fn one_order_sent_fifty_times_settles_once(db: TestDb) {
         let (platform, order) = (w.platform.clone(), w.order("the-order", Some("7"), None));
         tasks.spawn(async move { engine.settle(&platform, &order).await });
     }
-    assert_eq!(
-        tally(tasks).await,
-        Tally {
-            new: 1,
-            replayed: 49,
-            ..Tally::default()
-        }
-    );
+    assert_eq!(tally(tasks).await, Tally { new: 1, replayed: 49, ..Tally::default() });
     assert_eq!(w.balances().await.0, "93");
     assert_eq!(w.provider_points(Asset::PointA).await, "7");
     w.assert_sound().await;
@@ -94,24 +80,14 @@ async fn one_order_sent_fifty_times_settles_once(db: TestDb) {
 async fn concurrent_refunds_never_exceed_the_parent(db: TestDb) {
     let (w, second) = two_writers(&db).await;
     w.credit_points(Asset::PointA, "100", "c-a").await;
-    w.engine
-        .settle(&w.platform, &w.order("p-1", Some("10"), None))
-        .await
-        .unwrap();
+    w.engine.settle(&w.platform, &w.order("p-1", Some("10"), None)).await.unwrap();
     let mut tasks = JoinSet::new();
     for i in 0..50 {
         let engine = if i % 2 == 0 { w.engine.clone() } else { second.clone() };
         let (platform, refund) = (w.platform.clone(), w.refund(&format!("r-{i}"), "p-1", Some("-1"), None));
         tasks.spawn(async move { engine.settle(&platform, &refund).await });
     }
-    assert_eq!(
-        tally(tasks).await,
-        Tally {
-            new: 10,
-            refund_exceeds: 40,
-            ..Tally::default()
-        }
-    );
+    assert_eq!(tally(tasks).await, Tally { new: 10, refund_exceeds: 40, ..Tally::default() });
     assert_eq!(w.balances().await.0, "100");
     assert_eq!(w.provider_points(Asset::PointA).await, "0");
     w.assert_sound().await;

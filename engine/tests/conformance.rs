@@ -44,20 +44,11 @@ async fn onboarding_refuses_duplicates_and_unknowns(db: TestDb) {
     let app_id = AppId::new("app-1").unwrap();
     let platform = engine.add_platform("mall", Some(app_id.clone())).await.unwrap();
     assert_eq!(platform.app_id, app_id);
-    assert!(matches!(
-        engine.add_platform("again", Some(app_id.clone())).await,
-        Err(EngineError::AlreadyExists(_))
-    ));
-    assert!(matches!(
-        engine.add_platform(" ", None).await,
-        Err(EngineError::InvalidField(_))
-    ));
+    assert!(matches!(engine.add_platform("again", Some(app_id.clone())).await, Err(EngineError::AlreadyExists(_))));
+    assert!(matches!(engine.add_platform(" ", None).await, Err(EngineError::InvalidField(_))));
     let generated = engine.add_platform("other", None).await.unwrap();
     assert_ne!(generated.app_id, app_id);
-    assert_eq!(
-        engine.store().platforms().await.unwrap(),
-        vec![platform.clone(), generated]
-    );
+    assert_eq!(engine.store().platforms().await.unwrap(), vec![platform.clone(), generated]);
 
     let provider = EquityCid::new("e-1").unwrap();
     let unknown = AppId::new("nope").unwrap();
@@ -65,10 +56,7 @@ async fn onboarding_refuses_duplicates_and_unknowns(db: TestDb) {
     assert!(matches!(result, Err(EngineError::UnknownPlatform(name)) if name == "nope"));
     // Nothing was half-applied: the provider is not linked to the known platform either.
     assert!(!engine.store().is_provider_linked(platform.id, &provider).await.unwrap());
-    engine
-        .add_provider(&provider, "shop", std::slice::from_ref(&app_id))
-        .await
-        .unwrap();
+    engine.add_provider(&provider, "shop", std::slice::from_ref(&app_id)).await.unwrap();
     engine.add_provider(&provider, "shop renamed", &[app_id]).await.unwrap();
     assert!(engine.store().is_provider_linked(platform.id, &provider).await.unwrap());
 }
@@ -77,78 +65,40 @@ async fn cid_mappings_are_idempotent_and_refuse_conflicts(db: TestDb) {
     let engine = engine(&db);
     let platform = engine.add_platform("mall", None).await.unwrap();
     let other = engine.add_platform("other", None).await.unwrap();
-    assert_eq!(
-        engine.map_cid(&platform, &sub("c1"), &master("m1")).await.unwrap(),
-        MappingOutcome::Inserted
-    );
-    assert_eq!(
-        engine.map_cid(&platform, &sub("c1"), &master("m1")).await.unwrap(),
-        MappingOutcome::Unchanged
-    );
-    assert!(matches!(
-        engine.map_cid(&platform, &sub("c1"), &master("m2")).await,
-        Err(EngineError::Conflict(_))
-    ));
+    assert_eq!(engine.map_cid(&platform, &sub("c1"), &master("m1")).await.unwrap(), MappingOutcome::Inserted);
+    assert_eq!(engine.map_cid(&platform, &sub("c1"), &master("m1")).await.unwrap(), MappingOutcome::Unchanged);
+    assert!(matches!(engine.map_cid(&platform, &sub("c1"), &master("m2")).await, Err(EngineError::Conflict(_))));
     // The same person has a different cid under another platform.
     engine.map_cid(&other, &sub("c9"), &master("m1")).await.unwrap();
-    assert_eq!(
-        engine.resolve_cid(&platform, &sub("c1")).await.unwrap(),
-        Some(master("m1"))
-    );
+    assert_eq!(engine.resolve_cid(&platform, &sub("c1")).await.unwrap(), Some(master("m1")));
     assert_eq!(engine.resolve_cid(&other, &sub("c1")).await.unwrap(), None);
 }
 
 async fn authorization_gates_every_person_operation(db: TestDb) {
     let engine = engine(&db);
     let platform = engine.add_platform("mall", None).await.unwrap();
-    assert!(matches!(
-        engine.authorize(&platform, &sub("unknown")).await,
-        Err(EngineError::UnknownCid)
-    ));
+    assert!(matches!(engine.authorize(&platform, &sub("unknown")).await, Err(EngineError::UnknownCid)));
     engine.map_cid(&platform, &sub("c1"), &master("m1")).await.unwrap();
-    assert!(matches!(
-        engine.point_balances(&platform, &sub("c1")).await,
-        Err(EngineError::NotAuthorized)
-    ));
+    assert!(matches!(engine.point_balances(&platform, &sub("c1")).await, Err(EngineError::NotAuthorized)));
     let authorization = engine.authorize(&platform, &sub("c1")).await.unwrap();
     assert!(authorization.active);
     assert_eq!(authorization.master_cid, master("m1"));
-    assert_eq!(
-        engine.point_balances(&platform, &sub("c1")).await.unwrap(),
-        Balances::default()
-    );
+    assert_eq!(engine.point_balances(&platform, &sub("c1")).await.unwrap(), Balances::default());
 
     let cancelled = engine.cancel_authorization(&platform, &sub("c1")).await.unwrap();
     assert!(!cancelled.active);
-    let stored = engine
-        .store()
-        .authorization(platform.id, &sub("c1"))
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = engine.store().authorization(platform.id, &sub("c1")).await.unwrap().unwrap();
     assert!(!stored.active && stored.cancelled_at_ms.is_some());
-    assert!(matches!(
-        engine.scenes(&platform, &sub("c1")).await,
-        Err(EngineError::NotAuthorized)
-    ));
-    assert!(matches!(
-        engine.cancel_authorization(&platform, &sub("c1")).await,
-        Err(EngineError::NotAuthorized)
-    ));
+    assert!(matches!(engine.scenes(&platform, &sub("c1")).await, Err(EngineError::NotAuthorized)));
+    assert!(matches!(engine.cancel_authorization(&platform, &sub("c1")).await, Err(EngineError::NotAuthorized)));
     engine.authorize(&platform, &sub("c1")).await.unwrap();
     assert!(engine.scenes(&platform, &sub("c1")).await.unwrap().is_empty());
 }
 
 async fn credits_are_idempotent_by_external_id(db: TestDb) {
     let w = world(engine(&db)).await;
-    let credit = Credit::points(
-        w.master.clone(),
-        Asset::PointA,
-        Points::whole(50),
-        "x-1",
-        Some("地铁".into()),
-    )
-    .unwrap();
+    let credit =
+        Credit::points(w.master.clone(), Asset::PointA, Points::whole(50), "x-1", Some("地铁".into())).unwrap();
     assert_eq!(w.engine.credit(&credit).await.unwrap(), CreditOutcome::Credited);
     assert_eq!(w.engine.credit(&credit).await.unwrap(), CreditOutcome::AlreadyCredited);
     let reused = Credit::points(w.master.clone(), Asset::PointA, Points::whole(51), "x-1", None).unwrap();
@@ -159,10 +109,7 @@ async fn credits_are_idempotent_by_external_id(db: TestDb) {
     w.credit_kg("0.5", "地铁", "r-3").await;
     assert_eq!(w.balances().await, ("50".into(), "2.5".into(), "2.25".into()));
     // Points credited with a scene are not reductions: only reduction scenes are listed.
-    assert_eq!(
-        w.engine.scenes(&w.platform, &w.cid).await.unwrap(),
-        vec!["单车".to_owned(), "地铁".to_owned()]
-    );
+    assert_eq!(w.engine.scenes(&w.platform, &w.cid).await.unwrap(), vec!["单车".to_owned(), "地铁".to_owned()]);
     assert!(Credit::points(w.master.clone(), Asset::Reduction, Points::whole(1), "x", None).is_err());
     assert!(Credit::points(w.master.clone(), Asset::PointA, Points::whole(0), "x", None).is_err());
     assert!(Credit::reduction(w.master.clone(), Grams(5), "", "m", "x").is_err());
@@ -181,10 +128,7 @@ async fn purchase_moves_points_from_person_to_provider(db: TestDb) {
     let page = w.engine.bills(&w.platform, &all_bills()).await.unwrap();
     assert_eq!(page.total, 1);
     let bill = &page.bills[0];
-    assert_eq!(
-        (bill.transaction_id.as_str(), bill.amount().to_string()),
-        ("t-1", "12.55".to_owned())
-    );
+    assert_eq!((bill.transaction_id.as_str(), bill.amount().to_string()), ("t-1", "12.55".to_owned()));
     assert_eq!(bill.cid, w.cid);
     assert!(bill.settled_at_ms > 0);
     w.assert_sound().await;
@@ -198,22 +142,13 @@ async fn same_order_replays_and_different_order_conflicts(db: TestDb) {
     assert_eq!(w.engine.settle(&w.platform, &order).await.unwrap(), Settled::Replayed);
     // The same meaning spelled differently is the same order.
     let respelled = w.order("t-1", Some("10.00"), Some("0"));
-    assert_eq!(
-        w.engine.settle(&w.platform, &respelled).await.unwrap(),
-        Settled::Replayed
-    );
+    assert_eq!(w.engine.settle(&w.platform, &respelled).await.unwrap(), Settled::Replayed);
     let different = w.order("t-1", Some("11"), None);
-    assert!(matches!(
-        w.engine.settle(&w.platform, &different).await,
-        Err(EngineError::OrderConflict)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &different).await, Err(EngineError::OrderConflict)));
     assert_eq!(w.balances().await.0, "90");
     // Another platform may use the same transaction id for its own order.
     let other = w.engine.add_platform("other", None).await.unwrap();
-    w.engine
-        .add_provider(&w.provider, "shop", std::slice::from_ref(&other.app_id))
-        .await
-        .unwrap();
+    w.engine.add_provider(&w.provider, "shop", std::slice::from_ref(&other.app_id)).await.unwrap();
     w.engine.map_cid(&other, &sub("other-cid"), &w.master).await.unwrap();
     w.engine.authorize(&other, &sub("other-cid")).await.unwrap();
     let mut theirs = w.order("t-1", Some("10"), None);
@@ -228,28 +163,15 @@ async fn insufficient_points_change_nothing(db: TestDb) {
     w.credit_points(Asset::PointA, "10", "c-a").await;
     w.credit_points(Asset::PointB, "10", "c-b").await;
     let before = w.balances().await;
-    for (id, a, b) in [
-        ("t-1", Some("10.01"), None),
-        ("t-2", None, Some("10.01")),
-        ("t-3", Some("5"), Some("11")),
-    ] {
+    for (id, a, b) in [("t-1", Some("10.01"), None), ("t-2", None, Some("10.01")), ("t-3", Some("5"), Some("11"))] {
         let result = w.engine.settle(&w.platform, &w.order(id, a, b)).await;
-        assert!(
-            matches!(result, Err(EngineError::InsufficientPoints(_))),
-            "{id}: {result:?}"
-        );
+        assert!(matches!(result, Err(EngineError::InsufficientPoints(_))), "{id}: {result:?}");
     }
     assert_eq!(w.balances().await, before);
     assert_eq!(w.engine.bills(&w.platform, &all_bills()).await.unwrap().total, 0);
     // A failed order id is not burnt: it can settle once the person can pay.
     w.credit_points(Asset::PointA, "0.01", "c-more").await;
-    assert_eq!(
-        w.engine
-            .settle(&w.platform, &w.order("t-1", Some("10.01"), None))
-            .await
-            .unwrap(),
-        Settled::New
-    );
+    assert_eq!(w.engine.settle(&w.platform, &w.order("t-1", Some("10.01"), None)).await.unwrap(), Settled::New);
     w.assert_sound().await;
 }
 
@@ -258,10 +180,7 @@ async fn reductions_cover_a_shortfall_only_when_asked(db: TestDb) {
     w.credit_points(Asset::PointA, "5", "c-a").await;
     w.credit_kg("1", "单车", "r-1").await;
     let mut order = w.order("t-1", Some("10"), None);
-    assert!(matches!(
-        w.engine.settle(&w.platform, &order).await,
-        Err(EngineError::InsufficientPoints(_))
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &order).await, Err(EngineError::InsufficientPoints(_))));
     order.auto_convert = true;
     assert_eq!(w.engine.settle(&w.platform, &order).await.unwrap(), Settled::New);
     // Short by 5 points at 10 points per kg: exactly 0.5 kg converted, nothing left over.
@@ -272,17 +191,11 @@ async fn reductions_cover_a_shortfall_only_when_asked(db: TestDb) {
     // Reductions convert to class A only: a class B shortfall stays short.
     let mut b_order = w.order("t-2", None, Some("1"));
     b_order.auto_convert = true;
-    assert!(matches!(
-        w.engine.settle(&w.platform, &b_order).await,
-        Err(EngineError::InsufficientPoints(_))
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &b_order).await, Err(EngineError::InsufficientPoints(_))));
     // More than the reductions can cover.
     let mut big = w.order("t-3", Some("5.01"), None);
     big.auto_convert = true;
-    assert!(matches!(
-        w.engine.settle(&w.platform, &big).await,
-        Err(EngineError::InsufficientPoints(_))
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &big).await, Err(EngineError::InsufficientPoints(_))));
     assert_eq!(w.balances().await.2, "0.5");
     w.assert_sound().await;
 }
@@ -291,48 +204,27 @@ async fn refunds_are_bounded_by_their_parent(db: TestDb) {
     let w = world(engine(&db)).await;
     w.credit_points(Asset::PointA, "100", "c-a").await;
     w.credit_points(Asset::PointB, "100", "c-b").await;
-    w.engine
-        .settle(&w.platform, &w.order("p-1", Some("30"), Some("10")))
-        .await
-        .unwrap();
+    w.engine.settle(&w.platform, &w.order("p-1", Some("30"), Some("10"))).await.unwrap();
     let refund = w.refund("r-1", "p-1", Some("-20"), None);
     assert_eq!(w.engine.settle(&w.platform, &refund).await.unwrap(), Settled::New);
     assert_eq!(w.engine.settle(&w.platform, &refund).await.unwrap(), Settled::Replayed);
     assert_eq!(w.balances().await, ("90".into(), "90".into(), "0".into()));
     let too_much = w.refund("r-2", "p-1", Some("-10.01"), None);
-    assert!(matches!(
-        w.engine.settle(&w.platform, &too_much).await,
-        Err(EngineError::RefundExceedsParent)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &too_much).await, Err(EngineError::RefundExceedsParent)));
     let exact = w.refund("r-3", "p-1", Some("-10"), Some("-10"));
     assert_eq!(w.engine.settle(&w.platform, &exact).await.unwrap(), Settled::New);
     let nothing_left = w.refund("r-4", "p-1", None, Some("-0.01"));
-    assert!(matches!(
-        w.engine.settle(&w.platform, &nothing_left).await,
-        Err(EngineError::RefundExceedsParent)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &nothing_left).await, Err(EngineError::RefundExceedsParent)));
     // Parents that are not a purchase of this platform, cid and provider.
     let unknown = w.refund("r-5", "nope", Some("-1"), None);
-    assert!(matches!(
-        w.engine.settle(&w.platform, &unknown).await,
-        Err(EngineError::ParentNotFound)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &unknown).await, Err(EngineError::ParentNotFound)));
     let refund_of_refund = w.refund("r-6", "r-1", Some("-1"), None);
-    assert!(matches!(
-        w.engine.settle(&w.platform, &refund_of_refund).await,
-        Err(EngineError::ParentNotFound)
-    ));
-    w.engine
-        .map_cid(&w.platform, &sub("cid-2"), &master("master-2"))
-        .await
-        .unwrap();
+    assert!(matches!(w.engine.settle(&w.platform, &refund_of_refund).await, Err(EngineError::ParentNotFound)));
+    w.engine.map_cid(&w.platform, &sub("cid-2"), &master("master-2")).await.unwrap();
     w.engine.authorize(&w.platform, &sub("cid-2")).await.unwrap();
     let mut other_person = w.refund("r-7", "p-1", Some("-1"), None);
     other_person.cid = sub("cid-2");
-    assert!(matches!(
-        w.engine.settle(&w.platform, &other_person).await,
-        Err(EngineError::ParentNotFound)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &other_person).await, Err(EngineError::ParentNotFound)));
     assert_eq!(w.balances().await, ("100".into(), "100".into(), "0".into()));
     assert_eq!(w.provider_points(Asset::PointA).await, "0");
     let page = w.engine.bills(&w.platform, &all_bills()).await.unwrap();
@@ -346,22 +238,13 @@ async fn rules_and_links_are_enforced(db: TestDb) {
     w.credit_points(Asset::PointA, "100", "c-a").await;
     let mut bad_type = w.order("t-1", Some("1"), None);
     bad_type.transaction_type = "not allowed!".into();
-    assert!(matches!(
-        w.engine.settle(&w.platform, &bad_type).await,
-        Err(EngineError::TransactionTypeRejected(_))
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &bad_type).await, Err(EngineError::TransactionTypeRejected(_))));
     let mut unlinked = w.order("t-2", Some("1"), None);
     unlinked.equity_cid = EquityCid::new("stranger").unwrap();
-    assert!(matches!(
-        w.engine.settle(&w.platform, &unlinked).await,
-        Err(EngineError::ProviderNotLinked)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &unlinked).await, Err(EngineError::ProviderNotLinked)));
     let mut unauthorized = w.order("t-3", Some("1"), None);
     unauthorized.cid = sub("never-authorized");
-    assert!(matches!(
-        w.engine.settle(&w.platform, &unauthorized).await,
-        Err(EngineError::NotAuthorized)
-    ));
+    assert!(matches!(w.engine.settle(&w.platform, &unauthorized).await, Err(EngineError::NotAuthorized)));
     w.engine.cancel_authorization(&w.platform, &w.cid).await.unwrap();
     assert!(matches!(
         w.engine.settle(&w.platform, &w.order("t-4", Some("1"), None)).await,
@@ -373,24 +256,14 @@ async fn rules_and_links_are_enforced(db: TestDb) {
 }
 
 fn all_bills() -> BillQuery {
-    BillQuery {
-        cid: None,
-        equity_cid: None,
-        begin_ms: 0,
-        end_ms: i64::MAX,
-        page: 1,
-        page_size: 500,
-    }
+    BillQuery { cid: None, equity_cid: None, begin_ms: 0, end_ms: i64::MAX, page: 1, page_size: 500 }
 }
 
 async fn bills_are_filtered_paged_and_private(db: TestDb) {
     let w = world(engine(&db)).await;
     w.credit_points(Asset::PointA, "1000", "c-a").await;
     let second = EquityCid::new("provider-2").unwrap();
-    w.engine
-        .add_provider(&second, "shop 2", std::slice::from_ref(&w.platform.app_id))
-        .await
-        .unwrap();
+    w.engine.add_provider(&second, "shop 2", std::slice::from_ref(&w.platform.app_id)).await.unwrap();
     for i in 0..7 {
         let mut order = w.order(&format!("t-{i}"), Some("1"), None);
         order.transaction_time_ms = 1_000_000 + i * 1000;
@@ -399,11 +272,7 @@ async fn bills_are_filtered_paged_and_private(db: TestDb) {
         }
         w.engine.settle(&w.platform, &order).await.unwrap();
     }
-    let page = |page, page_size| BillQuery {
-        page,
-        page_size,
-        ..all_bills()
-    };
+    let page = |page, page_size| BillQuery { page, page_size, ..all_bills() };
     let first = w.engine.bills(&w.platform, &page(1, 3)).await.unwrap();
     assert_eq!(first.total, 7);
     let ids: Vec<_> = first.bills.iter().map(|bill| bill.transaction_id.clone()).collect();
@@ -411,40 +280,14 @@ async fn bills_are_filtered_paged_and_private(db: TestDb) {
     let last = w.engine.bills(&w.platform, &page(3, 3)).await.unwrap();
     assert_eq!(last.bills.len(), 1);
     assert!(w.engine.bills(&w.platform, &page(4, 3)).await.unwrap().bills.is_empty());
-    let by_provider = BillQuery {
-        equity_cid: Some(second.clone()),
-        ..all_bills()
-    };
+    let by_provider = BillQuery { equity_cid: Some(second.clone()), ..all_bills() };
     assert_eq!(w.engine.bills(&w.platform, &by_provider).await.unwrap().total, 3);
-    let window = BillQuery {
-        begin_ms: 1_002_000,
-        end_ms: 1_004_000,
-        ..all_bills()
-    };
-    assert_eq!(
-        w.engine.bills(&w.platform, &window).await.unwrap().total,
-        3,
-        "the range is inclusive"
-    );
-    let by_cid = BillQuery {
-        cid: Some(sub("someone-else")),
-        ..all_bills()
-    };
+    let window = BillQuery { begin_ms: 1_002_000, end_ms: 1_004_000, ..all_bills() };
+    assert_eq!(w.engine.bills(&w.platform, &window).await.unwrap().total, 3, "the range is inclusive");
+    let by_cid = BillQuery { cid: Some(sub("someone-else")), ..all_bills() };
     assert_eq!(w.engine.bills(&w.platform, &by_cid).await.unwrap().total, 0);
-    for bad in [
-        page(0, 10),
-        page(1, 0),
-        page(1, 501),
-        BillQuery {
-            begin_ms: 5,
-            end_ms: 4,
-            ..all_bills()
-        },
-    ] {
-        assert!(matches!(
-            w.engine.bills(&w.platform, &bad).await,
-            Err(EngineError::InvalidField(_))
-        ));
+    for bad in [page(0, 10), page(1, 0), page(1, 501), BillQuery { begin_ms: 5, end_ms: 4, ..all_bills() }] {
+        assert!(matches!(w.engine.bills(&w.platform, &bad).await, Err(EngineError::InvalidField(_))));
     }
     let stranger = w.engine.add_platform("stranger", None).await.unwrap();
     assert_eq!(w.engine.bills(&stranger, &all_bills()).await.unwrap().total, 0);
@@ -485,19 +328,11 @@ impl RulesSource for Scripted {
 }
 
 fn scripted_engine(db: &TestDb, points: Answer, reduction: Answer) -> Engine {
-    Engine::new(
-        db.store.clone(),
-        Arc::new(Scripted(Arc::new(ScriptedRules { points, reduction }))),
-    )
+    Engine::new(db.store.clone(), Arc::new(Scripted(Arc::new(ScriptedRules { points, reduction }))))
 }
 
 fn conversion(from: Asset, to: Asset, spend: i64, receive: i64) -> Conversion {
-    Conversion {
-        from,
-        to,
-        spend,
-        receive,
-    }
+    Conversion { from, to, spend, receive }
 }
 
 async fn untrusted_rules_cannot_break_the_ledger(db: TestDb) {
@@ -507,56 +342,27 @@ async fn untrusted_rules_cannot_break_the_ledger(db: TestDb) {
     w.credit_kg("1", "单车", "r-1").await;
     let before = w.balances().await;
     let cases: Vec<(Answer, Answer, &str)> = vec![
-        (
-            Ok(vec![conversion(Asset::PointA, Asset::PointB, 1001, 1001)]),
-            Ok(vec![]),
-            "overspend",
-        ),
-        (
-            Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1, 1000)]),
-            Ok(vec![]),
-            "wrong phase",
-        ),
-        (
-            Ok(vec![conversion(Asset::PointA, Asset::PointB, -5, 1000)]),
-            Ok(vec![]),
-            "negative",
-        ),
-        (
-            Ok(vec![]),
-            Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1_000_001, 1000)]),
-            "reduction overspend",
-        ),
-        (
-            Ok(vec![conversion(Asset::PointA, Asset::PointB, 1, 1); 17]),
-            Ok(vec![]),
-            "too many",
-        ),
+        (Ok(vec![conversion(Asset::PointA, Asset::PointB, 1001, 1001)]), Ok(vec![]), "overspend"),
+        (Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1, 1000)]), Ok(vec![]), "wrong phase"),
+        (Ok(vec![conversion(Asset::PointA, Asset::PointB, -5, 1000)]), Ok(vec![]), "negative"),
+        (Ok(vec![]), Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1_000_001, 1000)]), "reduction overspend"),
+        (Ok(vec![conversion(Asset::PointA, Asset::PointB, 1, 1); 17]), Ok(vec![]), "too many"),
     ];
     for (points, reduction, label) in cases {
         let engine = scripted_engine(&db, points, reduction);
         let mut order = w.order(&format!("t-{label}"), None, Some("10"));
         order.auto_convert = true;
         let result = engine.settle(&w.platform, &order).await;
-        assert!(
-            matches!(result, Err(EngineError::RulesRejected(_))),
-            "{label}: {result:?}"
-        );
+        assert!(matches!(result, Err(EngineError::RulesRejected(_))), "{label}: {result:?}");
     }
     let failing = scripted_engine(&db, Err(RulesError::Failed("trap".into())), Ok(vec![]));
     let result = failing.settle(&w.platform, &w.order("t-fail", None, Some("1"))).await;
     assert!(matches!(result, Err(EngineError::RulesFailed(_))), "{result:?}");
     let rejecting = scripted_engine(&db, Err(Rejection::Other("closed today".into()).into()), Ok(vec![]));
-    let result = rejecting
-        .settle(&w.platform, &w.order("t-closed", None, Some("1")))
-        .await;
+    let result = rejecting.settle(&w.platform, &w.order("t-closed", None, Some("1"))).await;
     assert!(matches!(result, Err(EngineError::RulesRejected(reason)) if reason == "closed today"));
     // Reductions are never converted for a type = 0 order, even if the rules offer it.
-    let eager = scripted_engine(
-        &db,
-        Ok(vec![]),
-        Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1, 1000)]),
-    );
+    let eager = scripted_engine(&db, Ok(vec![]), Ok(vec![conversion(Asset::Reduction, Asset::PointB, 1, 1000)]));
     let result = eager.settle(&w.platform, &w.order("t-type0", None, Some("10"))).await;
     assert!(matches!(result, Err(EngineError::InsufficientPoints(_))), "{result:?}");
     assert_eq!(w.balances().await, before);
@@ -584,53 +390,32 @@ async fn point_conversions_apply_before_the_debit(db: TestDb) {
     // The same script now spends class A points the person no longer has: refused whole.
     let mut short = w.order("t-2", Some("1"), None);
     short.auto_convert = false;
-    assert!(matches!(
-        rules.settle(&w.platform, &short).await,
-        Err(EngineError::RulesRejected(_))
-    ));
+    assert!(matches!(rules.settle(&w.platform, &short).await, Err(EngineError::RulesRejected(_))));
 }
 
 async fn verify_reports_every_kind_of_breach(db: TestDb) {
     let w = world(engine(&db)).await;
     w.credit_points(Asset::PointA, "100", "c-a").await;
-    w.engine
-        .settle(&w.platform, &w.order("p-1", Some("50"), None))
-        .await
-        .unwrap();
-    w.engine
-        .settle(&w.platform, &w.refund("r-1", "p-1", Some("-20"), None))
-        .await
-        .unwrap();
+    w.engine.settle(&w.platform, &w.order("p-1", Some("50"), None)).await.unwrap();
+    w.engine.settle(&w.platform, &w.refund("r-1", "p-1", Some("-20"), None)).await.unwrap();
     w.assert_sound().await;
 
     // Points out of thin air: the asset no longer sums to zero, and the balance disagrees
     // with its postings.
-    db.raw("UPDATE balances SET balance = balance + 1 WHERE account = 'person:master-1' AND asset = 1")
-        .await;
+    db.raw("UPDATE balances SET balance = balance + 1 WHERE account = 'person:master-1' AND asset = 1").await;
     // An overdrawn provider.
-    db.raw("UPDATE balances SET balance = -5 WHERE account = 'provider:provider-1' AND asset = 1")
-        .await;
+    db.raw("UPDATE balances SET balance = -5 WHERE account = 'provider:provider-1' AND asset = 1").await;
     // An unbalanced journal entry.
     db.raw("INSERT INTO postings (journal_id, account, asset, amount) SELECT MIN(id), 'system:issuance', 2, 7 FROM journal")
         .await;
     // A refund counter that disagrees with the refunds.
-    db.raw("UPDATE orders SET refunded_a = 6000 WHERE transaction_id = 'p-1'")
-        .await;
+    db.raw("UPDATE orders SET refunded_a = 6000 WHERE transaction_id = 'p-1'").await;
 
     let report = w.engine.verify().await.unwrap();
     let has = |wanted: fn(&Violation) -> bool| report.violations.iter().any(wanted);
-    assert!(
-        has(|v| matches!(v, Violation::AssetNotZero { asset: 1, .. })),
-        "{report}"
-    );
-    assert!(
-        has(|v| matches!(v, Violation::Overdrawn { account, .. } if account == "provider:provider-1")),
-        "{report}"
-    );
-    assert!(
-        has(|v| matches!(v, Violation::JournalUnbalanced { asset: 2, sum: 7, .. })),
-        "{report}"
-    );
+    assert!(has(|v| matches!(v, Violation::AssetNotZero { asset: 1, .. })), "{report}");
+    assert!(has(|v| matches!(v, Violation::Overdrawn { account, .. } if account == "provider:provider-1")), "{report}");
+    assert!(has(|v| matches!(v, Violation::JournalUnbalanced { asset: 2, sum: 7, .. })), "{report}");
     assert!(
         has(|v| matches!(v, Violation::BalanceMismatch { account, .. } if account == "person:master-1")),
         "{report}"
@@ -641,17 +426,7 @@ async fn verify_reports_every_kind_of_breach(db: TestDb) {
         ),
         "{report}"
     );
-    assert!(
-        has(|v| matches!(
-            v,
-            Violation::RefundsExceedParent {
-                refunded: 2000,
-                counter: 6000,
-                ..
-            }
-        )),
-        "{report}"
-    );
+    assert!(has(|v| matches!(v, Violation::RefundsExceedParent { refunded: 2000, counter: 6000, .. })), "{report}");
     assert!(!report.is_sound());
 }
 
@@ -660,10 +435,7 @@ async fn host_state_is_shared_through_the_store(db: TestDb) {
     let engine = engine(&db);
     let store = engine.store();
     assert_eq!(store.current_server_key().await.unwrap(), None);
-    let key = |n: &str| ServerKey {
-        private_key_pem: format!("private {n}"),
-        public_key_pem: format!("public {n}"),
-    };
+    let key = |n: &str| ServerKey { private_key_pem: format!("private {n}"), public_key_pem: format!("public {n}") };
     store.insert_server_key(&key("1"), 1).await.unwrap();
     store.insert_server_key(&key("2"), 2).await.unwrap();
     // A second instance sees the newest key.
@@ -672,60 +444,25 @@ async fn host_state_is_shared_through_the_store(db: TestDb) {
 
     let platform = engine.add_platform("mall", None).await.unwrap();
     store.insert_access_token("hash-1", platform.id, 5_000).await.unwrap();
-    assert_eq!(
-        other.access_token("hash-1").await.unwrap(),
-        Some((platform.clone(), 5_000))
-    );
+    assert_eq!(other.access_token("hash-1").await.unwrap(), Some((platform.clone(), 5_000)));
     assert_eq!(other.access_token("hash-2").await.unwrap(), None);
 
     assert!(store.record_request_id("req-1", 1_000, 2_000).await.unwrap());
-    assert!(
-        !other.record_request_id("req-1", 1_500, 2_500).await.unwrap(),
-        "replay inside the window"
-    );
-    assert!(
-        other.record_request_id("req-1", 2_001, 3_000).await.unwrap(),
-        "expired records do not block"
-    );
-    assert_eq!(
-        store.purge_expired(4_000, 0).await.unwrap(),
-        1,
-        "the request id expired at 3000"
-    );
-    assert_eq!(
-        store.purge_expired(4_000, 6_000).await.unwrap(),
-        1,
-        "the token expired at 5000"
-    );
+    assert!(!other.record_request_id("req-1", 1_500, 2_500).await.unwrap(), "replay inside the window");
+    assert!(other.record_request_id("req-1", 2_001, 3_000).await.unwrap(), "expired records do not block");
+    assert_eq!(store.purge_expired(4_000, 0).await.unwrap(), 1, "the request id expired at 3000");
+    assert_eq!(store.purge_expired(4_000, 6_000).await.unwrap(), 1, "the token expired at 5000");
     assert_eq!(store.access_token("hash-1").await.unwrap(), None);
 
-    let license = |url: &str| License {
-        name: "用户协议".into(),
-        download_url: url.into(),
-    };
+    let license = |url: &str| License { name: "用户协议".into(), download_url: url.into() };
     store.upsert_license(&license("https://a/1.pdf"), 1).await.unwrap();
     store.upsert_license(&license("https://a/2.pdf"), 2).await.unwrap();
     assert_eq!(other.licenses().await.unwrap(), vec![license("https://a/2.pdf")]);
 
     assert_eq!(store.subscription(platform.id, 1).await.unwrap(), None);
-    store
-        .put_subscription(platform.id, 1, "https://mall/bills", 1)
-        .await
-        .unwrap();
-    store
-        .put_subscription(platform.id, 2, "https://mall/auth", 1)
-        .await
-        .unwrap();
-    store
-        .put_subscription(platform.id, 1, "https://mall/bills-v2", 2)
-        .await
-        .unwrap();
-    assert_eq!(
-        other.subscription(platform.id, 1).await.unwrap().as_deref(),
-        Some("https://mall/bills-v2")
-    );
-    assert_eq!(
-        other.subscription(platform.id, 2).await.unwrap().as_deref(),
-        Some("https://mall/auth")
-    );
+    store.put_subscription(platform.id, 1, "https://mall/bills", 1).await.unwrap();
+    store.put_subscription(platform.id, 2, "https://mall/auth", 1).await.unwrap();
+    store.put_subscription(platform.id, 1, "https://mall/bills-v2", 2).await.unwrap();
+    assert_eq!(other.subscription(platform.id, 1).await.unwrap().as_deref(), Some("https://mall/bills-v2"));
+    assert_eq!(other.subscription(platform.id, 2).await.unwrap().as_deref(), Some("https://mall/auth"));
 }

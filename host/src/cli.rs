@@ -252,67 +252,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", keys::rotate(engine.store().as_ref(), bits).await?.public_key_pem);
             Ok(())
         }
-        Command::Key {
-            command: KeyCommand::Show,
-        } => {
-            print!(
-                "{}",
-                keys::current_or_create(engine.store().as_ref()).await?.public_key_pem
-            );
+        Command::Key { command: KeyCommand::Show } => {
+            print!("{}", keys::current_or_create(engine.store().as_ref()).await?.public_key_pem);
             Ok(())
         }
-        Command::Platform {
-            command: PlatformCommand::Add { name, app_id },
-        } => {
+        Command::Platform { command: PlatformCommand::Add { name, app_id } } => {
             println!("{}", ops::add_platform(&engine, &name, app_id).await?.app_id);
             Ok(())
         }
-        Command::Platform {
-            command: PlatformCommand::List,
-        } => {
+        Command::Platform { command: PlatformCommand::List } => {
             for platform in engine.store().platforms().await? {
                 println!("{}\t{}", platform.app_id, platform.name);
             }
             Ok(())
         }
-        Command::Provider {
-            command:
-                ProviderCommand::Add {
-                    equity_cid,
-                    name,
-                    platforms,
-                },
-        } => {
+        Command::Provider { command: ProviderCommand::Add { equity_cid, name, platforms } } => {
             let count = platforms.len();
             ops::add_provider(&engine, equity_cid.clone(), &name, platforms).await?;
             println!("provider {equity_cid} linked to {count} platform(s)");
             Ok(())
         }
-        Command::Ca {
-            command: CaCommand::Import { file },
-        } => import_mappings(&engine, &file).await,
+        Command::Ca { command: CaCommand::Import { file } } => import_mappings(&engine, &file).await,
         Command::Credit { command } => {
             let outcome = match command {
-                CreditCommand::Points {
-                    master_cid,
-                    class,
-                    amount,
-                    external_id,
-                    scene,
-                } => {
+                CreditCommand::Points { master_cid, class, amount, external_id, scene } => {
                     let class = match class {
                         PointClass::A => "a",
                         PointClass::B => "b",
                     };
                     ops::credit_points(&engine, master_cid, class, &amount, external_id, scene).await?
                 }
-                CreditCommand::Reduction {
-                    master_cid,
-                    kg,
-                    scene,
-                    methodology,
-                    external_id,
-                } => ops::credit_reduction(&engine, master_cid, &kg, scene, methodology, external_id).await?,
+                CreditCommand::Reduction { master_cid, kg, scene, methodology, external_id } => {
+                    ops::credit_reduction(&engine, master_cid, &kg, scene, methodology, external_id).await?
+                }
             };
             println!(
                 "{}",
@@ -323,16 +295,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Authorization {
-            command: AuthorizationCommand::Cancel { platform, cid },
-        } => {
+        Command::Authorization { command: AuthorizationCommand::Cancel { platform, cid } } => {
             ops::cancel_authorization(&engine, platform.clone(), cid.clone()).await?;
             println!("authorization of {cid} for platform {platform} cancelled");
             Ok(())
         }
-        Command::License {
-            command: LicenseCommand::Add { name, url },
-        } => {
+        Command::License { command: LicenseCommand::Add { name, url } } => {
             ops::add_license(&engine, name, url).await?;
             println!("license saved");
             Ok(())
@@ -340,11 +308,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Verify => {
             let report = ops::verify(&engine).await?;
             print!("{report}");
-            anyhow::ensure!(
-                report.is_sound(),
-                "{} ledger invariant violation(s)",
-                report.violations.len()
-            );
+            anyhow::ensure!(report.is_sound(), "{} ledger invariant violation(s)", report.violations.len());
             Ok(())
         }
     }
@@ -366,11 +330,6 @@ async fn import_mappings(engine: &Engine, file: &Path) -> anyhow::Result<()> {
     for (line, reason) in &summary.refused {
         eprintln!("line {line}: {reason}");
     }
-    println!(
-        "{} imported, {} already present, {} refused",
-        summary.inserted,
-        summary.unchanged,
-        summary.refused.len()
-    );
+    println!("{} imported, {} already present, {} refused", summary.inserted, summary.unchanged, summary.refused.len());
     Ok(())
 }

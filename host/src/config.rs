@@ -28,6 +28,10 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `getAccessToken` calls allowed per client address per minute (`CARBON_TOKEN_RATE_PER_MIN`).
     pub token_rate_per_min: u32,
+    /// Base URL of an HTTP CA (`CARBON_CA_URL`); the local mapping table when unset.
+    pub ca_url: Option<String>,
+    /// Allow push URLs on private, loopback and link-local addresses (`CARBON_PUSH_ALLOW_PRIVATE`).
+    pub push_allow_private: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -40,6 +44,8 @@ impl std::fmt::Debug for Config {
             .field("timezone", &self.timezone)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<secret>"))
             .field("token_rate_per_min", &self.token_rate_per_min)
+            .field("ca_url", &self.ca_url)
+            .field("push_allow_private", &self.push_allow_private)
             .finish()
     }
 }
@@ -54,6 +60,8 @@ impl Default for Config {
             timezone: chrono_tz::Asia::Shanghai,
             admin_token: None,
             token_rate_per_min: 60,
+            ca_url: None,
+            push_allow_private: false,
         }
     }
 }
@@ -69,6 +77,8 @@ struct FileConfig {
     timezone: Option<String>,
     admin_token: Option<String>,
     token_rate_per_min: Option<u32>,
+    ca_url: Option<String>,
+    push_allow_private: Option<bool>,
 }
 
 impl Config {
@@ -98,25 +108,14 @@ impl Config {
         if let Some(url) = pick("CARBON_DATABASE_URL", file_config.database_url) {
             config.database_url = url;
         }
-        if let Some(ttl) = number(
-            "token_ttl_secs",
-            "CARBON_TOKEN_TTL_SECS",
-            &env,
-            file_config.token_ttl_secs,
-        )? {
+        if let Some(ttl) = number("token_ttl_secs", "CARBON_TOKEN_TTL_SECS", &env, file_config.token_ttl_secs)? {
             anyhow::ensure!(ttl > 0, "token_ttl_secs / CARBON_TOKEN_TTL_SECS must be positive");
             config.token_ttl_secs = ttl;
         }
-        if let Some(window) = number(
-            "timestamp_window_secs",
-            "CARBON_TIMESTAMP_WINDOW_SECS",
-            &env,
-            file_config.timestamp_window_secs,
-        )? {
-            anyhow::ensure!(
-                window > 0,
-                "timestamp_window_secs / CARBON_TIMESTAMP_WINDOW_SECS must be positive"
-            );
+        if let Some(window) =
+            number("timestamp_window_secs", "CARBON_TIMESTAMP_WINDOW_SECS", &env, file_config.timestamp_window_secs)?
+        {
+            anyhow::ensure!(window > 0, "timestamp_window_secs / CARBON_TIMESTAMP_WINDOW_SECS must be positive");
             config.timestamp_window_secs = window;
         }
         if let Some(zone) = pick("CARBON_TIMEZONE", file_config.timezone) {
@@ -125,23 +124,25 @@ impl Config {
             })?;
         }
         if let Some(token) = pick("CARBON_ADMIN_TOKEN", file_config.admin_token) {
-            anyhow::ensure!(
-                token.len() >= 16,
-                "admin_token / CARBON_ADMIN_TOKEN must be at least 16 characters"
-            );
+            anyhow::ensure!(token.len() >= 16, "admin_token / CARBON_ADMIN_TOKEN must be at least 16 characters");
             config.admin_token = Some(token);
         }
-        if let Some(rate) = number(
-            "token_rate_per_min",
-            "CARBON_TOKEN_RATE_PER_MIN",
-            &env,
-            file_config.token_rate_per_min,
-        )? {
-            anyhow::ensure!(
-                rate > 0,
-                "token_rate_per_min / CARBON_TOKEN_RATE_PER_MIN must be positive"
-            );
+        if let Some(rate) =
+            number("token_rate_per_min", "CARBON_TOKEN_RATE_PER_MIN", &env, file_config.token_rate_per_min)?
+        {
+            anyhow::ensure!(rate > 0, "token_rate_per_min / CARBON_TOKEN_RATE_PER_MIN must be positive");
             config.token_rate_per_min = rate;
+        }
+        if let Some(url) = pick("CARBON_CA_URL", file_config.ca_url) {
+            config.ca_url = Some(url).filter(|url| !url.is_empty());
+        }
+        match env("CARBON_PUSH_ALLOW_PRIVATE").as_deref() {
+            Some("true" | "1") => config.push_allow_private = true,
+            Some("false" | "0") => config.push_allow_private = false,
+            Some(other) => {
+                anyhow::bail!("push_allow_private / CARBON_PUSH_ALLOW_PRIVATE: `{other}` is not true or false")
+            }
+            None => config.push_allow_private = file_config.push_allow_private.unwrap_or(false),
         }
         Ok(config)
     }
@@ -154,10 +155,9 @@ fn number<T: std::str::FromStr>(
     from_file: Option<T>,
 ) -> anyhow::Result<Option<T>> {
     match env(variable) {
-        Some(text) => text
-            .parse()
-            .map(Some)
-            .map_err(|_| anyhow::anyhow!("{key} / {variable}: `{text}` is not a valid number")),
+        Some(text) => {
+            text.parse().map(Some).map_err(|_| anyhow::anyhow!("{key} / {variable}: `{text}` is not a valid number"))
+        }
         None => Ok(from_file),
     }
 }
@@ -167,21 +167,13 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| value.to_string())
-        }
+        move |name| pairs.iter().find(|(key, _)| *key == name).map(|(_, value)| value.to_string())
     }
 
     #[test]
     fn environment_overrides_defaults() {
-        let config = Config::load(
-            None,
-            env(&[("CARBON_LISTEN", "0.0.0.0:9000"), ("CARBON_TOKEN_TTL_SECS", "60")]),
-        )
-        .unwrap();
+        let config =
+            Config::load(None, env(&[("CARBON_LISTEN", "0.0.0.0:9000"), ("CARBON_TOKEN_TTL_SECS", "60")])).unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.token_ttl_secs, 60);
         assert_eq!(config.timezone, chrono_tz::Asia::Shanghai);
@@ -189,13 +181,9 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_key() {
-        let err = Config::load(None, env(&[("CARBON_TOKEN_TTL_SECS", "soon")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, env(&[("CARBON_TOKEN_TTL_SECS", "soon")])).unwrap_err().to_string();
         assert!(err.contains("CARBON_TOKEN_TTL_SECS"), "{err}");
-        let err = Config::load(None, env(&[("CARBON_TIMEZONE", "Mars/Olympus")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load(None, env(&[("CARBON_TIMEZONE", "Mars/Olympus")])).unwrap_err().to_string();
         assert!(err.contains("CARBON_TIMEZONE"), "{err}");
     }
 

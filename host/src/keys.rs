@@ -42,18 +42,14 @@ pub struct Decryptor {
 impl Decryptor {
     /// Parses the PKCS#8 PEM of `key`.
     pub fn new(key: &ServerKey) -> anyhow::Result<Self> {
-        Ok(Decryptor {
-            private: RsaPrivateKey::from_pkcs8_pem(&key.private_key_pem)?,
-        })
+        Ok(Decryptor { private: RsaPrivateKey::from_pkcs8_pem(&key.private_key_pem)? })
     }
 
     /// Decrypts a base64 RSA ciphertext sent with PKCS#1 v1.5 padding (what a stock Java
     /// `Cipher.getInstance("RSA")` sends) or OAEP-SHA256, into UTF-8 text. `None` for any
     /// failure, deliberately without saying which.
     pub fn decrypt_text(&self, base64_ciphertext: &str) -> Option<String> {
-        let ciphertext = base64::engine::general_purpose::STANDARD
-            .decode(base64_ciphertext.trim())
-            .ok()?;
+        let ciphertext = base64::engine::general_purpose::STANDARD.decode(base64_ciphertext.trim()).ok()?;
         let plain = self
             .private
             .decrypt(Pkcs1v15Encrypt, &ciphertext)

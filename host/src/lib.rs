@@ -4,8 +4,11 @@
 //! engine and its `Store`.
 
 pub mod api;
+pub mod ca;
 pub mod cli;
 pub mod config;
 pub mod keys;
+pub mod metrics;
+pub mod notify_url;
 pub mod ops;
 pub mod server;

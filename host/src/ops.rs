@@ -35,10 +35,8 @@ pub async fn add_provider(
     if name.trim().is_empty() {
         return Err(FieldError::new("name", "must not be empty").into());
     }
-    let platforms = platforms
-        .into_iter()
-        .map(|app_id| id("platform", app_id, AppId::new))
-        .collect::<Result<Vec<_>, _>>()?;
+    let platforms =
+        platforms.into_iter().map(|app_id| id("platform", app_id, AppId::new)).collect::<Result<Vec<_>, _>>()?;
     engine.add_provider(&equity_cid, name, &platforms).await
 }
 
@@ -84,9 +82,7 @@ pub async fn credit_reduction(
 /// Cancels a person's authorization of a platform.
 pub async fn cancel_authorization(engine: &Engine, app_id: String, cid: String) -> Result<(), EngineError> {
     let platform = engine.platform(&id("platform", app_id, AppId::new)?).await?;
-    engine
-        .cancel_authorization(&platform, &id("cid", cid, SubCid::new)?)
-        .await?;
+    engine.cancel_authorization(&platform, &id("cid", cid, SubCid::new)?).await?;
     Ok(())
 }
 
@@ -98,10 +94,7 @@ pub async fn add_license(engine: &Engine, name: String, url: String) -> Result<(
     if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 {
         return Err(FieldError::new("url", "must be an http(s) URL of at most 2048 characters").into());
     }
-    let license = License {
-        name,
-        download_url: url,
-    };
+    let license = License { name, download_url: url };
     Ok(engine.store().upsert_license(&license, carbon_engine::now_ms()).await?)
 }
 
@@ -130,16 +123,11 @@ pub async fn import_csv(
     progress: impl Fn(usize, usize),
 ) -> Result<ImportSummary, EngineError> {
     let mut lines = text.lines().enumerate();
-    let header = lines
-        .next()
-        .map(|(_, line)| line.trim().trim_start_matches('\u{feff}'))
-        .unwrap_or("");
+    let header = lines.next().map(|(_, line)| line.trim().trim_start_matches('\u{feff}')).unwrap_or("");
     if header.replace(' ', "") != "app_id,cid,master_cid" {
-        return Err(FieldError::new(
-            "csv",
-            format!("the first line must be `app_id,cid,master_cid`, not `{header}`"),
-        )
-        .into());
+        return Err(
+            FieldError::new("csv", format!("the first line must be `app_id,cid,master_cid`, not `{header}`")).into()
+        );
     }
     let total = text.lines().count().saturating_sub(1);
     let mut platforms: HashMap<String, Platform> = HashMap::new();

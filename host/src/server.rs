@@ -18,7 +18,7 @@ const EXPIRED_TOKEN_GRACE_MS: i64 = 7 * 86_400_000;
 /// Builds the state for `engine` under `config`, creating the server key on first start.
 pub async fn state(engine: Engine, config: Config) -> anyhow::Result<AppState> {
     let key = keys::current_or_create(engine.store().as_ref()).await?;
-    Ok(AppState::new(engine, config, Decryptor::new(&key)?))
+    AppState::new(engine, config, Decryptor::new(&key)?)
 }
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.

@@ -15,11 +15,7 @@ fn carbon_host(db: &TestDb, args: &[&str]) -> Output {
 
 fn ok(db: &TestDb, args: &[&str]) -> String {
     let output = carbon_host(db, args);
-    assert!(
-        output.status.success(),
-        "carbon-host {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "carbon-host {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -32,10 +28,7 @@ fn fails(db: &TestDb, args: &[&str]) -> String {
 async fn operator_flows(db: TestDb) {
     let app_id = ok(&db, &["platform", "add", "--name", "Green Mall"]).trim().to_owned();
     assert_eq!(app_id.len(), 32, "the appId alone on stdout: {app_id}");
-    assert_eq!(
-        ok(&db, &["platform", "add", "--name", "Fixed", "--app-id", "fixed-app"]).trim(),
-        "fixed-app"
-    );
+    assert_eq!(ok(&db, &["platform", "add", "--name", "Fixed", "--app-id", "fixed-app"]).trim(), "fixed-app");
     assert!(fails(&db, &["platform", "add", "--name", "Again", "--app-id", "fixed-app"]).contains("already exists"));
     ok(
         &db,
@@ -53,20 +46,8 @@ async fn operator_flows(db: TestDb) {
         ],
     );
     assert!(
-        fails(
-            &db,
-            &[
-                "provider",
-                "add",
-                "--equity-cid",
-                "shop-2",
-                "--name",
-                "X",
-                "--platform",
-                "nope"
-            ]
-        )
-        .contains("unknown platform")
+        fails(&db, &["provider", "add", "--equity-cid", "shop-2", "--name", "X", "--platform", "nope"])
+            .contains("unknown platform")
     );
 
     let dir = tempfile::tempdir().unwrap();
@@ -77,15 +58,9 @@ async fn operator_flows(db: TestDb) {
     std::fs::write(&csv, rows).unwrap();
     let csv = csv.to_str().unwrap();
     let output = carbon_host(&db, &["ca", "import", csv]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("2 imported, 0 already present, 3 refused"), "{stdout}");
-    assert!(
-        stderr.contains("line 3: invalid parameter row: expected 3 fields"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("line 3: invalid parameter row: expected 3 fields"), "{stderr}");
     assert!(stderr.contains("line 4: unknown platform `nope`"), "{stderr}");
     assert!(stderr.contains("line 7: conflict"), "{stderr}");
     assert!(ok(&db, &["ca", "import", csv]).contains("0 imported, 2 already present, 3 refused"));
@@ -93,18 +68,7 @@ async fn operator_flows(db: TestDb) {
     assert_eq!(
         ok(
             &db,
-            &[
-                "credit",
-                "points",
-                "--master-cid",
-                "m-1",
-                "--class",
-                "a",
-                "--amount",
-                "12.5",
-                "--external-id",
-                "g-1"
-            ]
+            &["credit", "points", "--master-cid", "m-1", "--class", "a", "--amount", "12.5", "--external-id", "g-1"]
         )
         .trim(),
         "credited"
@@ -112,36 +76,14 @@ async fn operator_flows(db: TestDb) {
     assert!(
         ok(
             &db,
-            &[
-                "credit",
-                "points",
-                "--master-cid",
-                "m-1",
-                "--class",
-                "a",
-                "--amount",
-                "12.5",
-                "--external-id",
-                "g-1"
-            ]
+            &["credit", "points", "--master-cid", "m-1", "--class", "a", "--amount", "12.5", "--external-id", "g-1"]
         )
         .contains("already credited")
     );
     assert!(
         fails(
             &db,
-            &[
-                "credit",
-                "points",
-                "--master-cid",
-                "m-1",
-                "--class",
-                "b",
-                "--amount",
-                "1.001",
-                "--external-id",
-                "g-2"
-            ]
+            &["credit", "points", "--master-cid", "m-1", "--class", "b", "--amount", "1.001", "--external-id", "g-2"]
         )
         .contains("invalid parameter amount")
     );
@@ -165,36 +107,15 @@ async fn operator_flows(db: TestDb) {
 
     // Authorize through the engine (the API's accountAuthorize), then cancel with the CLI.
     let engine = carbon_engine::Engine::with_default_rules(db.store.clone());
-    let platform = engine
-        .platform(&carbon_engine::ids::AppId::new(app_id.clone()).unwrap())
-        .await
-        .unwrap();
+    let platform = engine.platform(&carbon_engine::ids::AppId::new(app_id.clone()).unwrap()).await.unwrap();
     let cid = carbon_engine::ids::SubCid::new("c-1").unwrap();
     engine.authorize(&platform, &cid).await.unwrap();
-    assert_eq!(
-        engine
-            .point_balances(&platform, &cid)
-            .await
-            .unwrap()
-            .point_a
-            .to_string(),
-        "12.5"
-    );
+    assert_eq!(engine.point_balances(&platform, &cid).await.unwrap().point_a.to_string(), "12.5");
     ok(&db, &["authorization", "cancel", "--platform", &app_id, "--cid", "c-1"]);
     assert!(engine.point_balances(&platform, &cid).await.is_err());
     assert!(fails(&db, &["authorization", "cancel", "--platform", &app_id, "--cid", "c-1"]).contains("not authorized"));
 
-    ok(
-        &db,
-        &[
-            "license",
-            "add",
-            "--name",
-            "用户协议",
-            "--url",
-            "https://example.invalid/a.pdf",
-        ],
-    );
+    ok(&db, &["license", "add", "--name", "用户协议", "--url", "https://example.invalid/a.pdf"]);
     assert!(fails(&db, &["license", "add", "--name", "x", "--url", "ftp://a"]).contains("invalid parameter url"));
     assert_eq!(engine.store().licenses().await.unwrap().len(), 1);
 
@@ -206,8 +127,7 @@ async fn operator_flows(db: TestDb) {
     assert_eq!(ok(&db, &["key", "show"]), rotated);
 
     assert!(ok(&db, &["verify"]).contains("ledger sound"));
-    db.raw("UPDATE balances SET balance = balance + 1 WHERE account = 'person:m-1' AND asset = 1")
-        .await;
+    db.raw("UPDATE balances SET balance = balance + 1 WHERE account = 'person:m-1' AND asset = 1").await;
     let output = carbon_host(&db, &["verify"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).contains("VIOLATION"));

@@ -67,9 +67,7 @@ pub struct Answer {
 impl Answer {
     /// The envelope's `code`.
     pub fn code(&self) -> i64 {
-        self.body["code"]
-            .as_i64()
-            .unwrap_or_else(|| panic!("no code in {}", self.body))
+        self.body["code"].as_i64().unwrap_or_else(|| panic!("no code in {}", self.body))
     }
 
     /// The envelope's `msg`.
@@ -82,21 +80,14 @@ impl Server {
     /// Starts a server on `db` with `config` (its listen address is ignored: port 0 is used).
     pub async fn start(db: TestDb, config: Config) -> Server {
         let engine = Engine::with_default_rules(db.store.clone());
-        let state = carbon_host::server::state(engine.clone(), config)
-            .await
-            .expect("server state");
+        let state = carbon_host::server::state(engine.clone(), config).await.expect("server state");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = oneshot::channel::<()>();
         tokio::spawn(carbon_host::server::serve(listener, state, async {
             let _ = stopped.await;
         }));
-        let key = engine
-            .store()
-            .current_server_key()
-            .await
-            .unwrap()
-            .expect("server key made on start");
+        let key = engine.store().current_server_key().await.unwrap().expect("server key made on start");
         Server {
             base,
             engine,
@@ -111,8 +102,7 @@ impl Server {
     pub fn encrypt(&self, app_id: &str, oaep: bool) -> String {
         let mut rng = rand::thread_rng();
         let ciphertext = if oaep {
-            self.public_key
-                .encrypt(&mut rng, Oaep::new::<rsa::sha2::Sha256>(), app_id.as_bytes())
+            self.public_key.encrypt(&mut rng, Oaep::new::<rsa::sha2::Sha256>(), app_id.as_bytes())
         } else {
             self.public_key.encrypt(&mut rng, Pkcs1v15Encrypt, app_id.as_bytes())
         };
@@ -121,13 +111,7 @@ impl Server {
 
     /// Gets an access token for `app_id`.
     pub async fn token(&self, app_id: &str) -> String {
-        let answer = self
-            .post(
-                "/auth/getAccessToken",
-                None,
-                json!({ "appId": self.encrypt(app_id, false) }),
-            )
-            .await;
+        let answer = self.post("/auth/getAccessToken", None, json!({ "appId": self.encrypt(app_id, false) })).await;
         assert_eq!(answer.code(), 200, "{answer:?}");
         answer.body["content"]["accessToken"].as_str().unwrap().to_owned()
     }
@@ -142,8 +126,7 @@ impl Server {
 
     /// POSTs `body` to `path` under the API with fresh headers.
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Answer {
-        self.send("POST", path, token, Self::fresh_headers(), Some(body.to_string()))
-            .await
+        self.send("POST", path, token, Self::fresh_headers(), Some(body.to_string())).await
     }
 
     /// GETs `path` under the API with fresh headers.
@@ -162,14 +145,8 @@ impl Server {
     ) -> Answer {
         // Paths of the platform API are given without the base path; others (health, unknown
         // routes) as they are.
-        let is_api = ["/auth/", "/account/", "/transaction/", "/subscribe"]
-            .iter()
-            .any(|p| path.starts_with(p));
-        let url = if is_api {
-            format!("{}{API}{path}", self.base)
-        } else {
-            format!("{}{path}", self.base)
-        };
+        let is_api = ["/auth/", "/account/", "/transaction/", "/subscribe"].iter().any(|p| path.starts_with(p));
+        let url = if is_api { format!("{}{API}{path}", self.base) } else { format!("{}{path}", self.base) };
         let mut request = self.client.request(method.parse().unwrap(), url);
         if let Some(token) = token {
             request = request.header("Authorization", token);

@@ -21,9 +21,7 @@ pub struct NativeDefaultRules {
 
 impl Default for NativeDefaultRules {
     fn default() -> Self {
-        NativeDefaultRules {
-            points_per_kg: Points::whole(10),
-        }
+        NativeDefaultRules { points_per_kg: Points::whole(10) }
     }
 }
 
@@ -31,9 +29,7 @@ impl NativeDefaultRules {
     /// Default rules at a given rate; refuses a rate that is not positive.
     pub fn with_rate(points_per_kg: Points) -> Result<Self, String> {
         if points_per_kg.0 <= 0 {
-            return Err(format!(
-                "the reduction rate must be positive, not {points_per_kg} points per kg"
-            ));
+            return Err(format!("the reduction rate must be positive, not {points_per_kg} points per kg"));
         }
         Ok(NativeDefaultRules { points_per_kg })
     }
@@ -86,12 +82,7 @@ impl Rules for NativeDefaultRules {
             ))
             .into());
         }
-        Ok(vec![Conversion {
-            from: Asset::Reduction,
-            to: Asset::PointA,
-            spend: grams,
-            receive: short_a,
-        }])
+        Ok(vec![Conversion { from: Asset::Reduction, to: Asset::PointA, spend: grams, receive: short_a }])
     }
 }
 

@@ -38,10 +38,7 @@ pub enum Phase {
 
 /// What the order still lacks in class A and class B, given `balances`.
 pub fn shortfall(order: &Order, balances: &Balances) -> (i64, i64) {
-    (
-        (order.point_a.0 - balances.point_a.0).max(0),
-        (order.point_b.0 - balances.point_b.0).max(0),
-    )
+    ((order.point_a.0 - balances.point_a.0).max(0), (order.point_b.0 - balances.point_b.0).max(0))
 }
 
 /// Checks `conversions` of `phase` against the working balances and applies them to it.
@@ -71,10 +68,7 @@ pub fn check_conversions(phase: Phase, conversions: &[Conversion], working: &mut
         }
         let available = working.get(conversion.from);
         if conversion.spend > available {
-            return Err(refuse(format!(
-                "spends {} but only {available} is held",
-                conversion.spend
-            )));
+            return Err(refuse(format!("spends {} but only {available} is held", conversion.spend)));
         }
         working.add(conversion.from, -conversion.spend);
         working.add(conversion.to, conversion.receive);
@@ -109,11 +103,7 @@ pub async fn plan_purchase(rules: &dyn Rules, order: &Order, balances: Balances)
             "short by {} class A and {} class B points{}",
             crate::amount::Points(short_a),
             crate::amount::Points(short_b),
-            if order.auto_convert {
-                ""
-            } else {
-                " (reduction conversion not requested: type = 0)"
-            }
+            if order.auto_convert { "" } else { " (reduction conversion not requested: type = 0)" }
         )));
     }
     Ok(plan)
@@ -131,20 +121,11 @@ mod tests {
     use crate::amount::{Grams, Points};
 
     fn balances(a: i64, b: i64, grams: i64) -> Balances {
-        Balances {
-            point_a: Points(a),
-            point_b: Points(b),
-            reduction: Grams(grams),
-        }
+        Balances { point_a: Points(a), point_b: Points(b), reduction: Grams(grams) }
     }
 
     fn conversion(from: Asset, to: Asset, spend: i64, receive: i64) -> Conversion {
-        Conversion {
-            from,
-            to,
-            spend,
-            receive,
-        }
+        Conversion { from, to, spend, receive }
     }
 
     #[test]
@@ -169,31 +150,17 @@ mod tests {
     #[test]
     fn cumulative_spending_is_bounded_by_the_balance() {
         let mut working = balances(100, 0, 0);
-        let twice = [
-            conversion(Asset::PointA, Asset::PointB, 60, 60),
-            conversion(Asset::PointA, Asset::PointB, 60, 60),
-        ];
-        assert!(matches!(
-            check_conversions(Phase::Points, &twice, &mut working),
-            Err(PlanError::Refused(_))
-        ));
+        let twice =
+            [conversion(Asset::PointA, Asset::PointB, 60, 60), conversion(Asset::PointA, Asset::PointB, 60, 60)];
+        assert!(matches!(check_conversions(Phase::Points, &twice, &mut working), Err(PlanError::Refused(_))));
     }
 
     #[test]
     fn applies_good_conversions() {
         let mut working = balances(100, 0, 500);
-        check_conversions(
-            Phase::Points,
-            &[conversion(Asset::PointA, Asset::PointB, 40, 20)],
-            &mut working,
-        )
-        .unwrap();
-        check_conversions(
-            Phase::Reduction,
-            &[conversion(Asset::Reduction, Asset::PointA, 500, 50)],
-            &mut working,
-        )
-        .unwrap();
+        check_conversions(Phase::Points, &[conversion(Asset::PointA, Asset::PointB, 40, 20)], &mut working).unwrap();
+        check_conversions(Phase::Reduction, &[conversion(Asset::Reduction, Asset::PointA, 500, 50)], &mut working)
+            .unwrap();
         assert_eq!(working, balances(110, 20, 0));
     }
 }

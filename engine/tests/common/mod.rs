@@ -57,32 +57,18 @@ pub fn master(cid: &str) -> MasterCid {
 pub async fn world(engine: Engine) -> World {
     let platform = engine.add_platform("mall", None).await.unwrap();
     let provider = EquityCid::new("provider-1").unwrap();
-    engine
-        .add_provider(&provider, "shop", std::slice::from_ref(&platform.app_id))
-        .await
-        .unwrap();
+    engine.add_provider(&provider, "shop", std::slice::from_ref(&platform.app_id)).await.unwrap();
     let (cid, master) = (sub("cid-1"), master("master-1"));
     engine.map_cid(&platform, &cid, &master).await.unwrap();
     engine.authorize(&platform, &cid).await.unwrap();
-    World {
-        engine,
-        platform,
-        provider,
-        cid,
-        master,
-    }
+    World { engine, platform, provider, cid, master }
 }
 
 impl World {
     pub async fn credit_points(&self, class: Asset, points: &str, external_id: &str) {
-        let credit = Credit::points(
-            self.master.clone(),
-            class,
-            Points::parse("amount", points).unwrap(),
-            external_id,
-            None,
-        )
-        .unwrap();
+        let credit =
+            Credit::points(self.master.clone(), class, Points::parse("amount", points).unwrap(), external_id, None)
+                .unwrap();
         self.engine.credit(&credit).await.unwrap();
     }
 
@@ -125,11 +111,7 @@ impl World {
 
     pub async fn balances(&self) -> (String, String, String) {
         let balances = self.engine.point_balances(&self.platform, &self.cid).await.unwrap();
-        (
-            balances.point_a.to_string(),
-            balances.point_b.to_string(),
-            balances.reduction.to_string(),
-        )
+        (balances.point_a.to_string(), balances.point_b.to_string(), balances.reduction.to_string())
     }
 
     pub async fn provider_points(&self, asset: Asset) -> String {

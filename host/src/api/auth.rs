@@ -67,26 +67,17 @@ impl FromRequestParts<AppState> for RequestHeaders {
         if (now - timestamp).abs() > window_ms {
             return Err(ApiError::new(
                 40104,
-                format!(
-                    "timestamp is more than {} s away from server time",
-                    state.config.timestamp_window_secs
-                ),
+                format!("timestamp is more than {} s away from server time", state.config.timestamp_window_secs),
             ));
         }
         // Inside the window a request id may be used once; after it, the timestamp check refuses.
         let expires_at = now.max(timestamp) + window_ms;
-        let fresh = state
-            .engine
-            .store()
-            .record_request_id(request_id, now, expires_at)
-            .await
-            .map_err(ApiError::internal)?;
+        let fresh =
+            state.engine.store().record_request_id(request_id, now, expires_at).await.map_err(ApiError::internal)?;
         if !fresh {
             return Err(ApiError::new(40105, "transactionId of this request was used before"));
         }
-        Ok(RequestHeaders {
-            request_id: request_id.to_owned(),
-        })
+        Ok(RequestHeaders { request_id: request_id.to_owned() })
     }
 }
 
@@ -98,12 +89,7 @@ impl FromRequestParts<AppState> for Caller {
             .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::new(40101, "Authorization token missing"))?;
-        let found = state
-            .engine
-            .store()
-            .access_token(&token_hash(token))
-            .await
-            .map_err(ApiError::internal)?;
+        let found = state.engine.store().access_token(&token_hash(token)).await.map_err(ApiError::internal)?;
         let Some((platform, expires_at_ms)) = found else {
             return Err(ApiError::new(40101, "Authorization token unknown"));
         };
@@ -111,10 +97,7 @@ impl FromRequestParts<AppState> for Caller {
             return Err(ApiError::new(40102, "Authorization token expired; get a new one"));
         }
         let headers = RequestHeaders::from_request_parts(parts, state).await?;
-        Ok(Caller {
-            platform,
-            request_id: headers.request_id,
-        })
+        Ok(Caller { platform, request_id: headers.request_id })
     }
 }
 
@@ -127,10 +110,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// Allows `per_minute` calls per address per minute.
     pub fn new(per_minute: u32) -> Self {
-        RateLimiter {
-            per_minute,
-            windows: Mutex::new(HashMap::new()),
-        }
+        RateLimiter { per_minute, windows: Mutex::new(HashMap::new()) }
     }
 
     /// Counts a call from `address`; `Err(42901)` when over the limit.
@@ -146,10 +126,7 @@ impl RateLimiter {
         }
         entry.1 += 1;
         if entry.1 > self.per_minute {
-            return Err(ApiError::new(
-                42901,
-                "too many token requests from this address; retry in a minute",
-            ));
+            return Err(ApiError::new(42901, "too many token requests from this address; retry in a minute"));
         }
         Ok(())
     }

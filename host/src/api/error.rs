@@ -18,17 +18,16 @@ pub struct Envelope<T: Serialize> {
     pub content: Option<T>,
 }
 
+/// The envelope code of a response, for metrics and logs.
+#[derive(Clone, Copy, Debug)]
+pub struct EnvelopeCode(pub u32);
+
 /// A successful answer.
 pub fn ok<T: Serialize>(content: Option<T>) -> Response {
-    (
-        StatusCode::OK,
-        Json(Envelope {
-            code: 200,
-            msg: "成功".to_owned(),
-            content,
-        }),
-    )
-        .into_response()
+    let envelope = Envelope { code: 200, msg: "成功".to_owned(), content };
+    let mut response = (StatusCode::OK, Json(envelope)).into_response();
+    response.extensions_mut().insert(EnvelopeCode(200));
+    response
 }
 
 /// An error answer: a code of SPEC §3 and a message safe to show the caller.
@@ -98,13 +97,11 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body: Envelope<()> = Envelope {
-            code: self.code,
-            msg: self.msg,
-            content: None,
-        };
-        (status, Json(body)).into_response()
+        let (status, code) = (self.status(), self.code);
+        let body: Envelope<()> = Envelope { code, msg: self.msg, content: None };
+        let mut response = (status, Json(body)).into_response();
+        response.extensions_mut().insert(EnvelopeCode(code));
+        response
     }
 }
 

@@ -34,21 +34,11 @@ pub async fn get_access_token(
     let refused = || ApiError::new(40103, "appId cannot be decrypted or is not a registered platform");
     let app_id = state.decryptor().decrypt_text(&body.app_id).ok_or_else(refused)?;
     let app_id = AppId::new(app_id).map_err(|_| refused())?;
-    let platform = state
-        .engine
-        .store()
-        .platform_by_app_id(&app_id)
-        .await
-        .map_err(ApiError::internal)?;
+    let platform = state.engine.store().platform_by_app_id(&app_id).await.map_err(ApiError::internal)?;
     let platform = platform.ok_or_else(refused)?;
     let (token, hash) = new_token();
     let expire_time = carbon_engine::now_ms() + state.config.token_ttl_secs as i64 * 1000;
-    state
-        .engine
-        .store()
-        .insert_access_token(&hash, platform.id, expire_time)
-        .await
-        .map_err(ApiError::internal)?;
+    state.engine.store().insert_access_token(&hash, platform.id, expire_time).await.map_err(ApiError::internal)?;
     Ok(ok(Some(json!({ "accessToken": token, "expireTime": expire_time }))))
 }
 
@@ -78,7 +68,9 @@ pub async fn account_authorize(
     JsonBody(body): JsonBody<CidRequest>,
 ) -> Result<Response, ApiError> {
     let cid = sub_cid(body.cid)?;
-    state.engine.authorize(&caller.platform, &cid).await?;
+    let master_cid = state.ca.resolve(&caller.platform, &cid).await.map_err(ApiError::internal)?;
+    let master_cid = master_cid.ok_or_else(|| ApiError::from(carbon_engine::EngineError::UnknownCid))?;
+    state.engine.authorize_resolved(&caller.platform, &cid, &master_cid).await?;
     Ok(ok::<()>(None))
 }
 
@@ -99,10 +91,7 @@ pub async fn get_point_info(
     caller: Caller,
     JsonBody(body): JsonBody<CidRequest>,
 ) -> Result<Response, ApiError> {
-    let balances = state
-        .engine
-        .point_balances(&caller.platform, &sub_cid(body.cid)?)
-        .await?;
+    let balances = state.engine.point_balances(&caller.platform, &sub_cid(body.cid)?).await?;
     Ok(ok(Some(json!({ "pointInfo": [
         { "pointType": 1, "pointBalance": balances.point_a.to_string() },
         { "pointType": 2, "pointBalance": balances.point_b.to_string() },
@@ -223,4 +212,33 @@ pub async fn order_settel(
     let outcome = state.engine.settle(&caller.platform, &order).await?;
     tracing::info!(request = %caller.request_id, order = %order.transaction_id, ?outcome, "settled");
     Ok(ok(Some("交易成功")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeRequest {
+    notify_url: String,
+    #[serde(rename = "type")]
+    kind: i64,
+}
+
+/// `POST /subscribe`: where pushes of one type go (1 = bills, 2 = authorization changes).
+pub async fn subscribe(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<SubscribeRequest>,
+) -> Result<Response, ApiError> {
+    if !matches!(body.kind, 1 | 2) {
+        return Err(ApiError::invalid("type", format!("must be 1 (bills) or 2 (authorization), not {}", body.kind)));
+    }
+    let url = crate::notify_url::check(&body.notify_url, state.config.push_allow_private)
+        .await
+        .map_err(|reason| ApiError::invalid("notifyUrl", reason))?;
+    state
+        .engine
+        .store()
+        .put_subscription(caller.platform.id, body.kind, url.as_str(), carbon_engine::now_ms())
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(ok::<()>(None))
 }

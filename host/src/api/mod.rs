@@ -1,9 +1,11 @@
 //! The platform API (SPEC §3–§5) on axum.
 
+mod admin;
 mod auth;
 mod body;
 pub mod error;
 mod handlers;
+mod observe;
 mod wire_time;
 
 use std::sync::{Arc, RwLock};
@@ -12,8 +14,10 @@ use axum::Router;
 use axum::routing::{get, post};
 use carbon_engine::Engine;
 
+use crate::ca::{CaResolver, HttpCa, LocalCa};
 use crate::config::Config;
 use crate::keys::Decryptor;
+use crate::metrics::Metrics;
 use auth::RateLimiter;
 use error::ApiError;
 
@@ -27,27 +31,34 @@ pub struct AppState {
     pub engine: Engine,
     /// The configuration.
     pub config: Arc<Config>,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Resolves sub-scene cids for `accountAuthorize`.
+    pub ca: Arc<dyn CaResolver>,
     decryptor: Arc<RwLock<Arc<Decryptor>>>,
     token_rate: Arc<RateLimiter>,
 }
 
 impl AppState {
     /// State for `engine` under `config`, decrypting with `decryptor`.
-    pub fn new(engine: Engine, config: Config, decryptor: Decryptor) -> Self {
-        AppState {
+    pub fn new(engine: Engine, config: Config, decryptor: Decryptor) -> anyhow::Result<Self> {
+        let ca: Arc<dyn CaResolver> = match &config.ca_url {
+            Some(url) => Arc::new(HttpCa::new(url)?),
+            None => Arc::new(LocalCa(engine.clone())),
+        };
+        Ok(AppState {
             engine,
+            ca,
+            metrics: Arc::new(Metrics::default()),
             token_rate: Arc::new(RateLimiter::new(config.token_rate_per_min)),
             config: Arc::new(config),
             decryptor: Arc::new(RwLock::new(Arc::new(decryptor))),
-        }
+        })
     }
 
     /// The current decryptor.
     pub fn decryptor(&self) -> Arc<Decryptor> {
-        self.decryptor
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.decryptor.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     /// Swaps in a new key (after `carbon-host keygen` rotated it).
@@ -65,14 +76,24 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/getReductionScene", get(handlers::get_reduction_scene))
         .route("/account/getPointInfo", post(handlers::get_point_info))
         .route("/account/getPointsBillInfo", post(handlers::get_points_bill_info))
-        .route("/transaction/orderSettel", post(handlers::order_settel));
-    Router::new()
+        .route("/transaction/orderSettel", post(handlers::order_settel))
+        .route("/subscribe", post(handlers::subscribe));
+    let mut app = Router::new()
         .nest(BASE_PATH, api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .fallback(|| async { ApiError::new(40400, "no such endpoint") })
+        .route("/metrics", get(metrics));
+    if state.config.admin_token.is_some() {
+        app = app.nest("/admin/v1", admin::router(state.clone()));
+    }
+    app.fallback(|| async { ApiError::new(40400, "no such endpoint") })
         .method_not_allowed_fallback(|| async { ApiError::new(40500, "method not allowed for this endpoint") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe::observe))
         .with_state(state)
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
+    state.metrics.render()
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {

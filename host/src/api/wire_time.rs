@@ -21,10 +21,7 @@ mod tests {
     #[test]
     fn shanghai_wall_time() {
         // 2024-04-09 10:30:30 +08:00 = 02:30:30 UTC.
-        assert_eq!(
-            parse_wire_time("t", "2024-04-09 10:30:30", chrono_tz::Asia::Shanghai).unwrap(),
-            1_712_629_830_000
-        );
+        assert_eq!(parse_wire_time("t", "2024-04-09 10:30:30", chrono_tz::Asia::Shanghai).unwrap(), 1_712_629_830_000);
         for bad in ["2024-04-09T10:30:30", "2024-13-01 00:00:00", "", "2024-04-09 10:30"] {
             let err = parse_wire_time("transactionTime", bad, chrono_tz::Asia::Shanghai).unwrap_err();
             assert!(err.msg.contains("transactionTime"), "{bad}");
