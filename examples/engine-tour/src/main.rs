@@ -16,42 +16,22 @@ use carbon_engine::{Engine, now_ms, store};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let temp = std::env::temp_dir().join(format!("engine-tour-{}.db", now_ms()));
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| format!("sqlite://{}", temp.display()));
+    let url = std::env::args().nth(1).unwrap_or_else(|| format!("sqlite://{}", temp.display()));
     println!("database: {url}");
     let engine = Engine::with_default_rules(store::open(&url).await?);
 
     let platform = engine.add_platform("Green Mall", None).await?;
     println!("platform `{}` has appId {}", platform.name, platform.app_id);
     let provider = EquityCid::new(format!("shop-{}", platform.app_id))?;
-    engine
-        .add_provider(&provider, "Tea Shop", std::slice::from_ref(&platform.app_id))
-        .await?;
-    let (cid, master) = (
-        SubCid::new("mall-user-42")?,
-        MasterCid::new(format!("master-{}", platform.app_id))?,
-    );
+    engine.add_provider(&provider, "Tea Shop", std::slice::from_ref(&platform.app_id)).await?;
+    let (cid, master) = (SubCid::new("mall-user-42")?, MasterCid::new(format!("master-{}", platform.app_id))?);
     engine.map_cid(&platform, &cid, &master).await?;
     engine.authorize(&platform, &cid).await?;
 
     let tag = platform.app_id.as_str();
-    engine
-        .credit(&Credit::points(
-            master.clone(),
-            Asset::PointA,
-            Points::whole(8),
-            format!("{tag}-a"),
-            None,
-        )?)
-        .await?;
-    let reduction = Credit::reduction(
-        master,
-        Grams::parse_kg("kg", "1.5")?,
-        "地铁",
-        "SHCER020200120241",
-        format!("{tag}-r"),
-    )?;
+    engine.credit(&Credit::points(master.clone(), Asset::PointA, Points::whole(8), format!("{tag}-a"), None)?).await?;
+    let reduction =
+        Credit::reduction(master, Grams::parse_kg("kg", "1.5")?, "地铁", "SHCER020200120241", format!("{tag}-r"))?;
     engine.credit(&reduction).await?;
     show(&engine, &platform, &cid, "after credits").await?;
 
@@ -67,10 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..OrderInput::default()
     }
     .validate()?;
-    println!(
-        "settle 12.5 class A points with reduction conversion: {:?}",
-        engine.settle(&platform, &order).await?
-    );
+    println!("settle 12.5 class A points with reduction conversion: {:?}", engine.settle(&platform, &order).await?);
     show(&engine, &platform, &cid, "after purchase").await?;
 
     let refund = OrderInput {
@@ -84,14 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("refund 2.5 points: {:?}", engine.settle(&platform, &refund).await?);
     show(&engine, &platform, &cid, "after refund").await?;
 
-    let query = BillQuery {
-        cid: None,
-        equity_cid: None,
-        begin_ms: 0,
-        end_ms: i64::MAX,
-        page: 1,
-        page_size: 10,
-    };
+    let query = BillQuery { cid: None, equity_cid: None, begin_ms: 0, end_ms: i64::MAX, page: 1, page_size: 10 };
     for bill in engine.bills(&platform, &query).await?.bills {
         println!(
             "bill {:<9} amount {:>6}  converted {} kg",
