@@ -15,6 +15,9 @@ pub enum EngineError {
     /// No provider has this equity cid.
     #[error("unknown provider `{0}`")]
     UnknownProvider(String),
+    /// The thing named does not exist (operator operations).
+    #[error("not found: {0}")]
+    NotFound(String),
     /// Something with this identity already exists (operator operations).
     #[error("already exists: {0}")]
     AlreadyExists(String),

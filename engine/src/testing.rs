@@ -26,6 +26,20 @@ impl TestDb {
         store::open(&self.url).await.expect("reopen store")
     }
 
+    /// The first column of the first row of `sql`, as text (to inspect what the engine stored).
+    pub async fn text(&self, sql: &str) -> Option<String> {
+        use sqlx::Row as _;
+        if self.url.starts_with("sqlite:") {
+            let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let row = sqlx::query(sql).fetch_optional(&mut conn).await.unwrap();
+            row.and_then(|row| row.try_get::<Option<String>, _>(0).unwrap())
+        } else {
+            let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let row = sqlx::query(sql).fetch_optional(&mut conn).await.unwrap();
+            row.and_then(|row| row.try_get::<Option<String>, _>(0).unwrap())
+        }
+    }
+
     /// Runs raw SQL on the database, bypassing the engine (to simulate corruption).
     pub async fn raw(&self, sql: &str) {
         if self.url.starts_with("sqlite:") {

@@ -88,8 +88,102 @@ pub enum Command {
         #[command(subcommand)]
         command: LicenseCommand,
     },
+    /// Rules plugins (WebAssembly components) of platforms, and tools for plugin authors.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
     /// Check every ledger invariant; exits non-zero on any violation.
     Verify,
+}
+
+/// `carbon-host plugin …`
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Install a component as the platform's next plugin version (checked first).
+    #[command(
+        after_help = "Example:\n  carbon-host plugin install --platform APPID mall_rules.wasm --config-file mall.toml --activate"
+    )]
+    Install {
+        /// The platform's appId.
+        #[arg(long)]
+        platform: String,
+        /// The component (wasm32-wasip2).
+        file: PathBuf,
+        /// The platform's configuration text for the plugin (TOML, usually).
+        #[arg(long)]
+        config_file: Option<PathBuf>,
+        /// Put it in force at once.
+        #[arg(long)]
+        activate: bool,
+        /// Fuel per call (default: the server's CARBON_PLUGIN_FUEL).
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory cap per call, MiB (default: CARBON_PLUGIN_MEMORY_MIB).
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// Deadline per call, ms (default: CARBON_PLUGIN_DEADLINE_MS).
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+    },
+    /// List the platform's plugin versions; `*` marks the one in force.
+    List {
+        /// The platform's appId.
+        #[arg(long)]
+        platform: String,
+    },
+    /// Put a version in force (or the built-in rules with --builtin); running servers follow.
+    Activate {
+        /// The platform's appId.
+        #[arg(long)]
+        platform: String,
+        /// The version to put in force.
+        #[arg(long, required_unless_present = "builtin")]
+        version: Option<i64>,
+        /// Go back to the built-in rules.
+        #[arg(long, conflicts_with = "version")]
+        builtin: bool,
+    },
+    /// Put back the version in force before the current one.
+    Rollback {
+        /// The platform's appId.
+        #[arg(long)]
+        platform: String,
+    },
+    /// Replace the configuration text of a version.
+    Config {
+        /// The platform's appId.
+        #[arg(long)]
+        platform: String,
+        /// The version.
+        #[arg(long)]
+        version: i64,
+        /// The new configuration text.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Check a component: does it implement the plugin world; its size and imports.
+    Check {
+        /// The component.
+        file: PathBuf,
+    },
+    /// Run the three exports locally on an order and balances; print the answers, fuel and time.
+    #[command(
+        after_help = "Example:\n  carbon-host plugin run target/wasm32-wasip2/release/my_rules.wasm \\\n      --order order.json --balances balances.json --config my.toml\n\norder.json is an orderSettel body; balances.json is {\"pointA\": \"10\", \"pointB\": \"0\", \"reductionKg\": \"1.5\"}"
+    )]
+    Run {
+        /// The component.
+        file: PathBuf,
+        /// An orderSettel body (JSON).
+        #[arg(long)]
+        order: PathBuf,
+        /// The person's balances (JSON).
+        #[arg(long)]
+        balances: PathBuf,
+        /// Configuration text for the plugin.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// `carbon-host key …`
@@ -245,7 +339,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             tracing::info!(listen = %config.listen, database = %config.database_url, "carbon-host serving");
-            let state = crate::server::state(engine, config).await?;
+            let state = crate::server::state(engine.store().clone(), config).await?;
             crate::server::serve(listener, state, crate::server::shutdown_signal()).await
         }
         Command::Keygen { bits } => {
@@ -305,6 +399,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("license saved");
             Ok(())
         }
+        Command::Plugin { command } => crate::plugin_cli::run(&engine, &config, command).await,
         Command::Verify => {
             let report = ops::verify(&engine).await?;
             print!("{report}");

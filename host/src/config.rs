@@ -32,6 +32,12 @@ pub struct Config {
     pub ca_url: Option<String>,
     /// Allow push URLs on private, loopback and link-local addresses (`CARBON_PUSH_ALLOW_PRIVATE`).
     pub push_allow_private: bool,
+    /// Default per-call limits of rules plugins (`CARBON_PLUGIN_FUEL`,
+    /// `CARBON_PLUGIN_MEMORY_MIB`, `CARBON_PLUGIN_DEADLINE_MS`); a plugin version may override.
+    pub plugin_limits: carbon_engine::rules::wasm::PluginLimits,
+    /// How often each instance re-reads which plugin versions are in force
+    /// (`CARBON_PLUGIN_REFRESH_SECS`, default 2).
+    pub plugin_refresh_secs: u64,
 }
 
 impl std::fmt::Debug for Config {
@@ -46,6 +52,8 @@ impl std::fmt::Debug for Config {
             .field("token_rate_per_min", &self.token_rate_per_min)
             .field("ca_url", &self.ca_url)
             .field("push_allow_private", &self.push_allow_private)
+            .field("plugin_limits", &self.plugin_limits)
+            .field("plugin_refresh_secs", &self.plugin_refresh_secs)
             .finish()
     }
 }
@@ -62,6 +70,8 @@ impl Default for Config {
             token_rate_per_min: 60,
             ca_url: None,
             push_allow_private: false,
+            plugin_limits: carbon_engine::rules::wasm::PluginLimits::default(),
+            plugin_refresh_secs: 2,
         }
     }
 }
@@ -79,6 +89,10 @@ struct FileConfig {
     token_rate_per_min: Option<u32>,
     ca_url: Option<String>,
     push_allow_private: Option<bool>,
+    plugin_fuel: Option<u64>,
+    plugin_memory_mib: Option<u64>,
+    plugin_deadline_ms: Option<u64>,
+    plugin_refresh_secs: Option<u64>,
 }
 
 impl Config {
@@ -143,6 +157,34 @@ impl Config {
                 anyhow::bail!("push_allow_private / CARBON_PUSH_ALLOW_PRIVATE: `{other}` is not true or false")
             }
             None => config.push_allow_private = file_config.push_allow_private.unwrap_or(false),
+        }
+        if let Some(fuel) = number("plugin_fuel", "CARBON_PLUGIN_FUEL", &env, file_config.plugin_fuel)? {
+            anyhow::ensure!(fuel > 0, "plugin_fuel / CARBON_PLUGIN_FUEL must be positive");
+            config.plugin_limits.fuel = fuel;
+        }
+        if let Some(mib) = number("plugin_memory_mib", "CARBON_PLUGIN_MEMORY_MIB", &env, file_config.plugin_memory_mib)?
+        {
+            let max = carbon_engine::rules::wasm::MAX_MEMORY_BYTES as u64 / 1024 / 1024;
+            anyhow::ensure!(
+                (1..=max).contains(&mib),
+                "plugin_memory_mib / CARBON_PLUGIN_MEMORY_MIB must be 1 to {max}"
+            );
+            config.plugin_limits.memory_bytes = (mib * 1024 * 1024) as usize;
+        }
+        if let Some(ms) =
+            number("plugin_deadline_ms", "CARBON_PLUGIN_DEADLINE_MS", &env, file_config.plugin_deadline_ms)?
+        {
+            anyhow::ensure!(
+                (1..=10_000).contains(&ms),
+                "plugin_deadline_ms / CARBON_PLUGIN_DEADLINE_MS must be 1 to 10000"
+            );
+            config.plugin_limits.deadline_ms = ms;
+        }
+        if let Some(secs) =
+            number("plugin_refresh_secs", "CARBON_PLUGIN_REFRESH_SECS", &env, file_config.plugin_refresh_secs)?
+        {
+            anyhow::ensure!(secs > 0, "plugin_refresh_secs / CARBON_PLUGIN_REFRESH_SECS must be positive");
+            config.plugin_refresh_secs = secs;
         }
         Ok(config)
     }

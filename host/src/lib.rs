@@ -11,4 +11,5 @@ pub mod keys;
 pub mod metrics;
 pub mod notify_url;
 pub mod ops;
+pub mod plugin_cli;
 pub mod server;

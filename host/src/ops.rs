@@ -11,7 +11,8 @@ use carbon_engine::ids::{AppId, EquityCid, IdError, MasterCid, SubCid};
 use carbon_engine::invariants::InvariantReport;
 use carbon_engine::ledger::Asset;
 use carbon_engine::order::FieldError;
-use carbon_engine::store::License;
+use carbon_engine::rules::registry::{ListedVersion, PluginRegistry};
+use carbon_engine::store::{License, StoredLimits};
 use carbon_engine::{Engine, EngineError};
 
 fn id<T>(field: &str, value: String, make: fn(String) -> Result<T, IdError>) -> Result<T, EngineError> {
@@ -170,4 +171,61 @@ async fn import_row(
     let cid = id("cid", cid.to_string(), SubCid::new)?;
     let master_cid = id("master_cid", master_cid.to_string(), MasterCid::new)?;
     engine.map_cid(&platform, &cid, &master_cid).await
+}
+
+async fn platform_of(engine: &Engine, app_id: String) -> Result<Platform, EngineError> {
+    engine.platform(&id("platform", app_id, AppId::new)?).await
+}
+
+/// Installs a plugin version for a platform (checked first); returns the version.
+pub async fn plugin_install(
+    engine: &Engine,
+    registry: &PluginRegistry,
+    app_id: String,
+    wasm: Vec<u8>,
+    config: &str,
+    limits: StoredLimits,
+    activate: bool,
+) -> Result<i64, EngineError> {
+    let platform = platform_of(engine, app_id).await?;
+    registry.install(&platform, wasm, config, limits, activate).await
+}
+
+/// A platform's plugin versions.
+pub async fn plugin_list(
+    engine: &Engine,
+    registry: &PluginRegistry,
+    app_id: String,
+) -> Result<Vec<ListedVersion>, EngineError> {
+    registry.list(&platform_of(engine, app_id).await?).await
+}
+
+/// Puts a version (or, with `None`, the built-in rules) in force.
+pub async fn plugin_activate(
+    engine: &Engine,
+    registry: &PluginRegistry,
+    app_id: String,
+    version: Option<i64>,
+) -> Result<(), EngineError> {
+    registry.activate(&platform_of(engine, app_id).await?, version).await
+}
+
+/// Puts back the previous version; returns it.
+pub async fn plugin_rollback(
+    engine: &Engine,
+    registry: &PluginRegistry,
+    app_id: String,
+) -> Result<Option<i64>, EngineError> {
+    registry.rollback(&platform_of(engine, app_id).await?).await
+}
+
+/// Replaces a version's configuration text.
+pub async fn plugin_configure(
+    engine: &Engine,
+    registry: &PluginRegistry,
+    app_id: String,
+    version: i64,
+    config: &str,
+) -> Result<(), EngineError> {
+    registry.configure(&platform_of(engine, app_id).await?, version, config).await
 }

@@ -3,7 +3,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use carbon_engine::Engine;
+use carbon_engine::rules::registry::PluginRegistry;
+use carbon_engine::store::Store;
 use tokio::net::TcpListener;
 
 use crate::api::{AppState, router};
@@ -15,10 +19,14 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
 /// Expired tokens are kept this long so that their use answers "expired" (40102), not "unknown".
 const EXPIRED_TOKEN_GRACE_MS: i64 = 7 * 86_400_000;
 
-/// Builds the state for `engine` under `config`, creating the server key on first start.
-pub async fn state(engine: Engine, config: Config) -> anyhow::Result<AppState> {
-    let key = keys::current_or_create(engine.store().as_ref()).await?;
-    AppState::new(engine, config, Decryptor::new(&key)?)
+/// Builds the state over `store` under `config`: the server key (created on first start) and
+/// the plugin registry with every platform's rules in force.
+pub async fn state(store: Arc<dyn Store>, config: Config) -> anyhow::Result<AppState> {
+    let key = keys::current_or_create(store.as_ref()).await?;
+    let plugins = PluginRegistry::new(store.clone(), config.plugin_limits)?;
+    plugins.refresh().await?;
+    let engine = Engine::new(store, plugins.clone());
+    AppState::new(engine, plugins, config, Decryptor::new(&key)?)
 }
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
@@ -28,9 +36,11 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let upkeep = tokio::spawn(upkeep(state.clone()));
+    let plugin_refresh = tokio::spawn(refresh_plugins(state.clone()));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     upkeep.abort();
+    plugin_refresh.abort();
     Ok(served?)
 }
 
@@ -50,6 +60,17 @@ async fn upkeep(state: AppState) {
         let now = carbon_engine::now_ms();
         if let Err(err) = store.purge_expired(now, now - EXPIRED_TOKEN_GRACE_MS).await {
             tracing::warn!(%err, "cannot purge expired tokens and request ids");
+        }
+    }
+}
+
+/// Follows plugin activations made by any instance or the CLI.
+async fn refresh_plugins(state: AppState) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(state.config.plugin_refresh_secs));
+    loop {
+        ticks.tick().await;
+        if let Err(err) = state.plugins.refresh().await {
+            tracing::warn!(%err, "cannot refresh plugins");
         }
     }
 }

@@ -13,6 +13,12 @@ use tokio::sync::oneshot;
 pub use carbon_engine;
 pub use serde_json::json;
 
+/// The freshly built component `plugins/<name>` (e.g. `default`, `mall`, `hostile`).
+pub fn plugin(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARBON_PLUGIN_DIR")).join(format!("{name}_rules.wasm"));
+    std::fs::read(&path).unwrap_or_else(|err| panic!("plugin {} not built: {err}", path.display()))
+}
+
 /// Base path of the platform API.
 pub const API: &str = "/carbon-inclusion/apis/v1";
 
@@ -48,6 +54,8 @@ pub struct Server {
     pub base: String,
     /// The engine behind it, for onboarding and credits.
     pub engine: Engine,
+    /// Its plugin registry.
+    pub plugins: std::sync::Arc<carbon_engine::rules::registry::PluginRegistry>,
     /// The database.
     pub db: TestDb,
     public_key: RsaPublicKey,
@@ -79,8 +87,8 @@ impl Answer {
 impl Server {
     /// Starts a server on `db` with `config` (its listen address is ignored: port 0 is used).
     pub async fn start(db: TestDb, config: Config) -> Server {
-        let engine = Engine::with_default_rules(db.store.clone());
-        let state = carbon_host::server::state(engine.clone(), config).await.expect("server state");
+        let state = carbon_host::server::state(db.store.clone(), config).await.expect("server state");
+        let (engine, plugins) = (state.engine.clone(), state.plugins.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = oneshot::channel::<()>();
@@ -91,6 +99,7 @@ impl Server {
         Server {
             base,
             engine,
+            plugins,
             db,
             public_key: RsaPublicKey::from_public_key_pem(&key.public_key_pem).expect("public key PEM"),
             client: reqwest::Client::new(),

@@ -7,6 +7,8 @@
 
 mod native;
 pub mod plan;
+pub mod registry;
+pub mod wasm;
 
 use std::sync::Arc;
 

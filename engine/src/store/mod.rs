@@ -202,6 +202,37 @@ pub trait Store: Send + Sync {
         notify_url: &str,
         now_ms: i64,
     ) -> Result<(), StoreError>;
+    /// Stores a new plugin version for a platform; returns its version number (1, 2, …).
+    async fn insert_plugin_version(&self, upload: &PluginUpload<'_>, now_ms: i64) -> Result<i64, StoreError>;
+    /// A platform's plugin versions, oldest first (without their bytes).
+    async fn plugin_versions(&self, platform_id: PlatformId) -> Result<Vec<PluginVersion>, StoreError>;
+    /// The component bytes of a stored plugin, by sha256.
+    async fn plugin_wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Changes the configuration text of one version; `false` if there is no such version.
+    async fn set_plugin_config(&self, platform_id: PlatformId, version: i64, config: &str) -> Result<bool, StoreError>;
+    /// Puts `version` (or, with `None`, the built-in rules) in force for the platform.
+    async fn activate_plugin(
+        &self,
+        platform_id: PlatformId,
+        version: Option<i64>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The platform's activations, newest first: the version each put in force.
+    async fn plugin_activations(&self, platform_id: PlatformId) -> Result<Vec<Option<i64>>, StoreError>;
+    /// Every platform's plugin in force (platforms on the built-in rules are absent).
+    async fn active_plugins(&self) -> Result<Vec<PluginVersion>, StoreError>;
+    /// A compiled artifact of a plugin for one engine build: (artifact, its sha256).
+    async fn plugin_artifact(&self, sha256: &str, engine_hash: &str) -> Result<Option<(Vec<u8>, String)>, StoreError>;
+    /// Keeps a compiled artifact (first writer wins).
+    async fn put_plugin_artifact(
+        &self,
+        sha256: &str,
+        engine_hash: &str,
+        artifact: &[u8],
+        artifact_sha256: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
     /// The platform's push URL of one kind, if subscribed.
     async fn subscription(&self, platform_id: PlatformId, kind: i64) -> Result<Option<String>, StoreError>;
 }
@@ -222,6 +253,51 @@ impl std::fmt::Debug for ServerKey {
             .field("public_key_pem", &self.public_key_pem)
             .finish()
     }
+}
+
+/// Per-call limits stored with a plugin version; `None` uses the host's default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StoredLimits {
+    /// Fuel (roughly, instructions) per call.
+    pub fuel: Option<u64>,
+    /// Linear memory cap per call, bytes.
+    pub memory_bytes: Option<u64>,
+    /// Wall-clock deadline per call, ms.
+    pub deadline_ms: Option<u64>,
+}
+
+/// A plugin to store as a platform's next version.
+#[derive(Clone, Debug)]
+pub struct PluginUpload<'a> {
+    /// The platform.
+    pub platform_id: PlatformId,
+    /// sha256 (hex) of `wasm`.
+    pub sha256: &'a str,
+    /// The component.
+    pub wasm: &'a [u8],
+    /// The platform's configuration text.
+    pub config: &'a str,
+    /// Limits, where they differ from the defaults.
+    pub limits: StoredLimits,
+}
+
+/// A stored plugin version (without its bytes).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PluginVersion {
+    /// The platform.
+    pub platform_id: PlatformId,
+    /// 1, 2, … per platform.
+    pub version: i64,
+    /// sha256 (hex) of the component.
+    pub sha256: String,
+    /// Size of the component, bytes.
+    pub size_bytes: i64,
+    /// The configuration text.
+    pub config: String,
+    /// Limits, where they differ from the defaults.
+    pub limits: StoredLimits,
+    /// When it was installed, ms.
+    pub uploaded_at_ms: i64,
 }
 
 /// A license agreement platforms show to people (`licenseAgreement`).

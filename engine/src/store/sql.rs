@@ -102,6 +102,28 @@ macro_rules! impl_sql_store {
                 })
             }
 
+            fn plugin_version_from_row(
+                row: &<$db as sqlx::Database>::Row,
+            ) -> Result<$crate::store::PluginVersion, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let limit = |name: &str| -> Result<Option<u64>, $crate::store::StoreError> {
+                    Ok(row.try_get::<Option<i64>, _>(name)?.map(|value| value.max(0) as u64))
+                };
+                Ok($crate::store::PluginVersion {
+                    platform_id: $crate::ids::PlatformId(row.try_get("platform_id")?),
+                    version: row.try_get("version")?,
+                    sha256: row.try_get("sha256")?,
+                    size_bytes: row.try_get("size_bytes")?,
+                    config: row.try_get("config")?,
+                    limits: $crate::store::StoredLimits {
+                        fuel: limit("fuel")?,
+                        memory_bytes: limit("memory_bytes")?,
+                        deadline_ms: limit("deadline_ms")?,
+                    },
+                    uploaded_at_ms: row.try_get("uploaded_at_ms")?,
+                })
+            }
+
             fn push_bill_filters(
                 builder: &mut sqlx::QueryBuilder<'_, $db>,
                 platform_id: $crate::ids::PlatformId,
@@ -767,6 +789,158 @@ macro_rules! impl_sql_store {
                 rows.iter()
                     .map(|row| Ok($crate::store::License { name: row.try_get(0)?, download_url: row.try_get(1)? }))
                     .collect()
+            }
+
+            async fn insert_plugin_version(
+                &self,
+                upload: &$crate::store::PluginUpload<'_>,
+                now_ms: i64,
+            ) -> Result<i64, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let as_i64 = |value: Option<u64>| value.map(|value| value.min(i64::MAX as u64) as i64);
+                let mut tx = self.begin_write().await?;
+                let row = sqlx::query(
+                    "INSERT INTO plugin_versions (platform_id, version, sha256, wasm, config, fuel, memory_bytes, \
+                     deadline_ms, uploaded_at_ms) \
+                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 \
+                     FROM plugin_versions WHERE platform_id = $1 RETURNING version",
+                )
+                .bind(upload.platform_id.0)
+                .bind(upload.sha256)
+                .bind(upload.wasm)
+                .bind(upload.config)
+                .bind(as_i64(upload.limits.fuel))
+                .bind(as_i64(upload.limits.memory_bytes))
+                .bind(as_i64(upload.limits.deadline_ms))
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(row.try_get(0)?)
+            }
+
+            async fn plugin_versions(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+            ) -> Result<Vec<$crate::store::PluginVersion>, $crate::store::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT platform_id, version, sha256, CAST(LENGTH(wasm) AS BIGINT) AS size_bytes, config, fuel, \
+                     memory_bytes, deadline_ms, uploaded_at_ms FROM plugin_versions WHERE platform_id = $1 \
+                     ORDER BY version",
+                )
+                .bind(platform_id.0)
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter().map(Self::plugin_version_from_row).collect()
+            }
+
+            async fn plugin_wasm(&self, sha256: &str) -> Result<Option<Vec<u8>>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query("SELECT wasm FROM plugin_versions WHERE sha256 = $1 LIMIT 1")
+                    .bind(sha256)
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|row| Ok(row.try_get(0)?)).transpose()
+            }
+
+            async fn set_plugin_config(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                version: i64,
+                config: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query("UPDATE plugin_versions SET config = $3 WHERE platform_id = $1 AND version = $2")
+                    .bind(platform_id.0)
+                    .bind(version)
+                    .bind(config)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(updated.rows_affected() == 1)
+            }
+
+            async fn activate_plugin(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                version: Option<i64>,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query("INSERT INTO plugin_activations (platform_id, version, activated_at_ms) VALUES ($1, $2, $3)")
+                    .bind(platform_id.0)
+                    .bind(version)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn plugin_activations(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+            ) -> Result<Vec<Option<i64>>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query("SELECT version FROM plugin_activations WHERE platform_id = $1 ORDER BY id DESC")
+                    .bind(platform_id.0)
+                    .fetch_all(self.reader())
+                    .await?;
+                rows.iter().map(|row| Ok(row.try_get(0)?)).collect()
+            }
+
+            async fn active_plugins(&self) -> Result<Vec<$crate::store::PluginVersion>, $crate::store::StoreError> {
+                let rows = sqlx::query(
+                    "SELECT v.platform_id, v.version, v.sha256, CAST(LENGTH(v.wasm) AS BIGINT) AS size_bytes, v.config, \
+                     v.fuel, v.memory_bytes, v.deadline_ms, v.uploaded_at_ms \
+                     FROM plugin_activations a \
+                     JOIN plugin_versions v ON v.platform_id = a.platform_id AND v.version = a.version \
+                     WHERE a.id = (SELECT MAX(b.id) FROM plugin_activations b WHERE b.platform_id = a.platform_id) \
+                     ORDER BY v.platform_id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter().map(Self::plugin_version_from_row).collect()
+            }
+
+            async fn plugin_artifact(
+                &self,
+                sha256: &str,
+                engine_hash: &str,
+            ) -> Result<Option<(Vec<u8>, String)>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT artifact, artifact_sha256 FROM plugin_artifacts WHERE sha256 = $1 AND engine_hash = $2",
+                )
+                .bind(sha256)
+                .bind(engine_hash)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).transpose()
+            }
+
+            async fn put_plugin_artifact(
+                &self,
+                sha256: &str,
+                engine_hash: &str,
+                artifact: &[u8],
+                artifact_sha256: &str,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                sqlx::query(
+                    "INSERT INTO plugin_artifacts (sha256, engine_hash, artifact, artifact_sha256, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256, engine_hash) DO NOTHING",
+                )
+                .bind(sha256)
+                .bind(engine_hash)
+                .bind(artifact)
+                .bind(artifact_sha256)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn put_subscription(

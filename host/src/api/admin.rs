@@ -29,6 +29,10 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/authorizations/cancel", post(cancel_authorization))
         .route("/licenses", post(add_license))
         .route("/verify", get(verify))
+        .route("/plugins", get(list_plugins).post(install_plugin))
+        .route("/plugins/activate", post(activate_plugin))
+        .route("/plugins/rollback", post(rollback_plugin))
+        .route("/plugins/config", post(configure_plugin))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
 }
@@ -200,4 +204,123 @@ async fn verify(State(state): State<AppState>) -> Result<Response, ApiError> {
         "ordersChecked": report.orders_checked,
         "violations": violations,
     }))))
+}
+
+#[derive(Deserialize)]
+struct PlatformQuery {
+    platform: String,
+}
+
+fn listed(versions: Vec<carbon_engine::rules::registry::ListedVersion>) -> Response {
+    let list: Vec<_> = versions
+        .into_iter()
+        .map(|listed| {
+            let version = listed.version;
+            json!({
+                "version": version.version,
+                "active": listed.active,
+                "sha256": version.sha256,
+                "sizeBytes": version.size_bytes,
+                "config": version.config,
+                "fuel": version.limits.fuel,
+                "memoryBytes": version.limits.memory_bytes,
+                "deadlineMs": version.limits.deadline_ms,
+                "uploadedAt": version.uploaded_at_ms,
+            })
+        })
+        .collect();
+    ok(Some(json!({ "versions": list })))
+}
+
+async fn list_plugins(
+    State(state): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<PlatformQuery>,
+) -> Result<Response, ApiError> {
+    Ok(listed(ops::plugin_list(&state.engine, &state.plugins, query.platform).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InstallRequest {
+    platform: String,
+    /// The component, base64.
+    wasm_base64: String,
+    #[serde(default)]
+    config: String,
+    #[serde(default)]
+    activate: bool,
+    fuel: Option<u64>,
+    memory_mib: Option<u64>,
+    deadline_ms: Option<u64>,
+}
+
+async fn install_plugin(State(state): State<AppState>, body: String) -> Result<Response, ApiError> {
+    use base64::Engine as _;
+    let request: InstallRequest = super::body::decode(body.as_bytes())?;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(request.wasm_base64.trim())
+        .map_err(|_| ApiError::invalid("wasmBase64", "not base64"))?;
+    let limits = carbon_engine::store::StoredLimits {
+        fuel: request.fuel,
+        memory_bytes: request.memory_mib.map(|mib| mib * 1024 * 1024),
+        deadline_ms: request.deadline_ms,
+    };
+    let version = ops::plugin_install(
+        &state.engine,
+        &state.plugins,
+        request.platform,
+        wasm,
+        &request.config,
+        limits,
+        request.activate,
+    )
+    .await?;
+    refresh(&state).await?;
+    Ok(ok(Some(json!({ "version": version }))))
+}
+
+/// This instance follows at once; others within `CARBON_PLUGIN_REFRESH_SECS`.
+async fn refresh(state: &AppState) -> Result<(), ApiError> {
+    Ok(state.plugins.refresh().await?)
+}
+
+#[derive(Deserialize)]
+struct ActivateRequest {
+    platform: String,
+    /// `null`: the built-in rules.
+    version: Option<i64>,
+}
+
+async fn activate_plugin(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ActivateRequest>,
+) -> Result<Response, ApiError> {
+    ops::plugin_activate(&state.engine, &state.plugins, body.platform, body.version).await?;
+    refresh(&state).await?;
+    Ok(ok::<()>(None))
+}
+
+async fn rollback_plugin(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<PlatformQuery>,
+) -> Result<Response, ApiError> {
+    let version = ops::plugin_rollback(&state.engine, &state.plugins, body.platform).await?;
+    refresh(&state).await?;
+    Ok(ok(Some(json!({ "version": version }))))
+}
+
+#[derive(Deserialize)]
+struct ConfigRequest {
+    platform: String,
+    version: i64,
+    config: String,
+}
+
+async fn configure_plugin(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ConfigRequest>,
+) -> Result<Response, ApiError> {
+    ops::plugin_configure(&state.engine, &state.plugins, body.platform, body.version, &body.config).await?;
+    refresh(&state).await?;
+    Ok(ok::<()>(None))
 }

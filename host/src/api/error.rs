@@ -76,6 +76,7 @@ impl From<EngineError> for ApiError {
         let code = match &err {
             EngineError::InvalidField(field) => return ApiError::invalid(&field.field, &field.reason),
             EngineError::UnknownPlatform(_) => 40103,
+            EngineError::NotFound(_) => 40400,
             EngineError::UnknownProvider(_) | EngineError::ProviderNotLinked => 40302,
             EngineError::AlreadyExists(_) | EngineError::Conflict(_) | EngineError::OrderConflict => 40901,
             EngineError::NotAuthorized => 40301,

@@ -190,14 +190,14 @@ pub struct SettleRequest {
     data: Vec<String>,
 }
 
-/// `POST /transaction/orderSettel` (the seed's spelling).
-pub async fn order_settel(
-    State(state): State<AppState>,
-    caller: Caller,
-    JsonBody(body): JsonBody<SettleRequest>,
-) -> Result<Response, ApiError> {
-    let order = OrderInput {
-        transaction_time_ms: parse_wire_time("transactionTime", &body.transaction_time, state.config.timezone)?,
+/// Validates an `orderSettel` body into an order (also used by `carbon-host plugin run`).
+pub fn order_from_json(bytes: &[u8], zone: chrono_tz::Tz) -> Result<carbon_engine::order::Order, ApiError> {
+    order_input(super::body::decode(bytes)?, zone)
+}
+
+fn order_input(body: SettleRequest, zone: chrono_tz::Tz) -> Result<carbon_engine::order::Order, ApiError> {
+    Ok(OrderInput {
+        transaction_time_ms: parse_wire_time("transactionTime", &body.transaction_time, zone)?,
         cid: body.cid,
         equity_cid: body.equity_cid,
         transaction_id: body.transaction_id,
@@ -208,7 +208,16 @@ pub async fn order_settel(
         convert_type: body.convert_type,
         data: body.data,
     }
-    .validate()?;
+    .validate()?)
+}
+
+/// `POST /transaction/orderSettel` (the seed's spelling).
+pub async fn order_settel(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<SettleRequest>,
+) -> Result<Response, ApiError> {
+    let order = order_input(body, state.config.timezone)?;
     let outcome = state.engine.settle(&caller.platform, &order).await?;
     tracing::info!(request = %caller.request_id, order = %order.transaction_id, ?outcome, "settled");
     Ok(ok(Some("交易成功")))

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use axum::Router;
 use axum::routing::{get, post};
 use carbon_engine::Engine;
+use carbon_engine::rules::registry::PluginRegistry;
 
 use crate::ca::{CaResolver, HttpCa, LocalCa};
 use crate::config::Config;
@@ -20,6 +21,8 @@ use crate::keys::Decryptor;
 use crate::metrics::Metrics;
 use auth::RateLimiter;
 use error::ApiError;
+
+pub use handlers::order_from_json;
 
 /// Base path of the platform API.
 pub const BASE_PATH: &str = "/carbon-inclusion/apis/v1";
@@ -35,19 +38,27 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Resolves sub-scene cids for `accountAuthorize`.
     pub ca: Arc<dyn CaResolver>,
+    /// Every platform's rules plugin.
+    pub plugins: Arc<PluginRegistry>,
     decryptor: Arc<RwLock<Arc<Decryptor>>>,
     token_rate: Arc<RateLimiter>,
 }
 
 impl AppState {
     /// State for `engine` under `config`, decrypting with `decryptor`.
-    pub fn new(engine: Engine, config: Config, decryptor: Decryptor) -> anyhow::Result<Self> {
+    pub fn new(
+        engine: Engine,
+        plugins: Arc<PluginRegistry>,
+        config: Config,
+        decryptor: Decryptor,
+    ) -> anyhow::Result<Self> {
         let ca: Arc<dyn CaResolver> = match &config.ca_url {
             Some(url) => Arc::new(HttpCa::new(url)?),
             None => Arc::new(LocalCa(engine.clone())),
         };
         Ok(AppState {
             engine,
+            plugins,
             ca,
             metrics: Arc::new(Metrics::default()),
             token_rate: Arc::new(RateLimiter::new(config.token_rate_per_min)),
