@@ -11,4 +11,6 @@ pub mod keys;
 pub mod metrics;
 pub mod notify_url;
 pub mod ops;
+pub mod push;
 pub mod server;
+pub mod wire;
