@@ -435,7 +435,10 @@ async fn verify_reports_every_kind_of_breach(db: TestDb) {
         "{report}"
     );
     assert!(has(|v| matches!(v, Violation::RefundsExceedParent { refunded: 2000, counter: 6000, .. })), "{report}");
-    assert!(has(|v| matches!(v, Violation::BillNotQueued { transaction_id, .. } if transaction_id == "r-1")), "{report}");
+    assert!(
+        has(|v| matches!(v, Violation::BillNotQueued { transaction_id, .. } if transaction_id == "r-1")),
+        "{report}"
+    );
     assert!(!report.is_sound());
 }
 
@@ -575,7 +578,10 @@ async fn failed_batches_retry_then_die_and_requeue(db: TestDb) {
     assert_eq!(store.record_push_failed(first.id, 0, "again", 2_000).await.unwrap(), AttemptOutcome::Stale);
     let head = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
     assert_eq!((head.id, head.attempts, head.next_attempt_at_ms), (first.id, 1, 2_000), "later batches wait");
-    assert_eq!(store.record_push_failed(first.id, 1, "timed out", 4_000).await.unwrap(), AttemptOutcome::RetryAt(4_000));
+    assert_eq!(
+        store.record_push_failed(first.id, 1, "timed out", 4_000).await.unwrap(),
+        AttemptOutcome::RetryAt(4_000)
+    );
     let last = "response is not JSON";
     assert_eq!(store.record_push_failed(first.id, 2, last, 8_000).await.unwrap(), AttemptOutcome::DeadLettered);
     let second = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
@@ -590,10 +596,7 @@ async fn failed_batches_retry_then_die_and_requeue(db: TestDb) {
     assert_eq!((backlog[0].pending_rows, backlog[0].dead_batches), (1, 1));
 
     assert_eq!(store.requeue_push_batch(first.id, 9_000).await.unwrap(), RequeueOutcome::Requeued);
-    assert_eq!(
-        store.requeue_push_batch(first.id, 9_000).await.unwrap(),
-        RequeueOutcome::NotDead(BatchStatus::Pending)
-    );
+    assert_eq!(store.requeue_push_batch(first.id, 9_000).await.unwrap(), RequeueOutcome::NotDead(BatchStatus::Pending));
     assert_eq!(store.requeue_push_batch(999_999, 9_000).await.unwrap(), RequeueOutcome::Unknown);
     let head = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
     assert_eq!((head.id, head.attempts, head.next_attempt_at_ms), (first.id, 0, 9_000), "fresh attempts, due now");
