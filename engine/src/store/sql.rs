@@ -1023,8 +1023,19 @@ macro_rules! impl_sql_store {
                     return Ok(None);
                 }
                 let per_batch = i64::from(stream.kind.rows_per_batch());
+                let waiting: i64 = sqlx::query(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM push_outbox \
+                     WHERE platform_id = $1 AND kind = $2 AND batch_id IS NULL LIMIT $3) waiting",
+                )
+                .bind(stream.platform_id.0)
+                .bind(stream.kind.code())
+                .bind(per_batch * i64::from(max_batches))
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                let batches = (waiting.max(0) as u64).div_ceil(per_batch as u64) as u32;
                 let mut made = 0;
-                while made < max_batches {
+                while made < batches {
                     let batch_id: i64 = sqlx::query(
                         "INSERT INTO push_batches (platform_id, kind, status, row_count, attempts, \
                          next_attempt_at_ms, created_at_ms) VALUES ($1, $2, 0, 0, 0, $3, $3) RETURNING id",
