@@ -39,6 +39,7 @@ on_both_backends!(
     the_outbox_is_written_with_the_change_it_announces,
     push_streams_are_claimed_once_and_leases_expire,
     failed_batches_retry_then_die_and_requeue,
+    concurrent_claimers_take_each_stream_once,
 );
 
 fn engine(db: &TestDb) -> Engine {
@@ -602,4 +603,36 @@ async fn failed_batches_retry_then_die_and_requeue(db: TestDb) {
     assert_eq!((head.id, head.attempts, head.next_attempt_at_ms), (first.id, 0, 9_000), "fresh attempts, due now");
     assert!(store.record_push_delivered(first.id, 9_001).await.unwrap());
     assert!(store.push_batches(BatchFilter::Dead, 10).await.unwrap().is_empty());
+}
+
+async fn concurrent_claimers_take_each_stream_once(db: TestDb) {
+    let engine = engine(&db);
+    for p in 0..10 {
+        let platform = engine.add_platform(&format!("mall-{p}"), None).await.unwrap();
+        engine.map_cid(&platform, &sub("c"), &master("m")).await.unwrap();
+        engine.authorize(&platform, &sub("c")).await.unwrap();
+        engine.store().put_subscription(platform.id, 2, "https://mall/auth", 1).await.unwrap();
+    }
+    // Eight instances claim at the same moment, each wanting every stream.
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(db.reopen().await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(stores.len()));
+    let mut claimers = tokio::task::JoinSet::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        let start = start.clone();
+        claimers.spawn(async move {
+            start.wait().await;
+            store.claim_push_streams(&format!("instance-{i}"), 5_000, 60_000, 60_000, 10).await.unwrap()
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(streams) = claimers.join_next().await {
+        claimed.extend(streams.unwrap().into_iter().map(|stream| stream.platform_id));
+    }
+    claimed.sort();
+    let distinct: std::collections::BTreeSet<_> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), distinct.len(), "a stream was claimed twice: {claimed:?}");
+    assert_eq!(distinct.len(), 10, "every stream was claimed");
 }

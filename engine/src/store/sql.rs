@@ -942,17 +942,22 @@ macro_rules! impl_sql_store {
                         seal_due: sealed_at_ms.is_none_or(|sealed| sealed.saturating_add(interval) <= now_ms),
                         claim: format!("{claimant}#{}", uuid::Uuid::new_v4().simple()),
                     };
-                    sqlx::query(
+                    // The lease is checked again on the row as it is now, so a claim stays
+                    // exclusive even where the row lock above is not taken.
+                    let claimed = sqlx::query(
                         "UPDATE subscriptions SET claimed_by = $3, lease_until_ms = $4 \
-                         WHERE platform_id = $1 AND kind = $2",
+                         WHERE platform_id = $1 AND kind = $2 AND (lease_until_ms IS NULL OR lease_until_ms <= $5)",
                     )
                     .bind(stream.platform_id.0)
                     .bind(kind_code)
                     .bind(&stream.claim)
                     .bind(now_ms.saturating_add(lease_ms))
+                    .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
-                    streams.push(stream);
+                    if claimed.rows_affected() == 1 {
+                        streams.push(stream);
+                    }
                 }
                 tx.commit().await?;
                 Ok(streams)
