@@ -56,6 +56,13 @@ pub enum Violation {
         /// The purchase's own refund counter.
         counter: i64,
     },
+    /// A settled order has no bill push queued (the outbox row is written with the order).
+    BillNotQueued {
+        /// Platform key.
+        platform_id: i64,
+        /// The order.
+        transaction_id: String,
+    },
 }
 
 impl fmt::Display for Violation {
@@ -76,6 +83,9 @@ impl fmt::Display for Violation {
                     f,
                     "platform {platform_id} order {transaction_id} class {asset}: purchased {purchased}, refunds sum to {refunded}, counter says {counter}"
                 )
+            }
+            Violation::BillNotQueued { platform_id, transaction_id } => {
+                write!(f, "platform {platform_id} order {transaction_id}: settled without a bill push in the outbox")
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod invariants;
 pub mod ledger;
 pub mod order;
+pub mod push;
 pub mod rules;
 pub mod store;
 #[cfg(feature = "testing")]

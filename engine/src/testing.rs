@@ -40,6 +40,12 @@ impl TestDb {
         }
     }
 
+    /// Another handle on the same database with its own store, for a second server; the
+    /// database lives as long as this original does.
+    pub async fn share(&self) -> TestDb {
+        TestDb { url: self.url.clone(), store: self.reopen().await, _dir: None }
+    }
+
     /// Runs raw SQL on the database, bypassing the engine (to simulate corruption).
     pub async fn raw(&self, sql: &str) {
         if self.url.starts_with("sqlite:") {

@@ -13,6 +13,9 @@ use carbon_engine::ids::{AppId, EquityCid};
 use carbon_engine::invariants::Violation;
 use carbon_engine::ledger::Asset;
 use carbon_engine::order::Order;
+use carbon_engine::push::{
+    AttemptOutcome, BatchFilter, BatchStatus, PushKind, PushPayload, PushStream, RequeueOutcome,
+};
 use carbon_engine::rules::{Balances, Conversion, Rejection, Rules, RulesError, RulesSource};
 use carbon_engine::{Engine, EngineError, Settled};
 use common::{TestDb, master, sub, world};
@@ -33,6 +36,10 @@ on_both_backends!(
     point_conversions_apply_before_the_debit,
     verify_reports_every_kind_of_breach,
     host_state_is_shared_through_the_store,
+    the_outbox_is_written_with_the_change_it_announces,
+    push_streams_are_claimed_once_and_leases_expire,
+    failed_batches_retry_then_die_and_requeue,
+    concurrent_claimers_take_each_stream_once,
 );
 
 fn engine(db: &TestDb) -> Engine {
@@ -410,6 +417,8 @@ async fn verify_reports_every_kind_of_breach(db: TestDb) {
         .await;
     // A refund counter that disagrees with the refunds.
     db.raw("UPDATE orders SET refunded_a = 6000 WHERE transaction_id = 'p-1'").await;
+    // A bill whose push was never queued.
+    db.raw("DELETE FROM push_outbox WHERE order_id = (SELECT id FROM orders WHERE transaction_id = 'r-1')").await;
 
     let report = w.engine.verify().await.unwrap();
     let has = |wanted: fn(&Violation) -> bool| report.violations.iter().any(wanted);
@@ -427,6 +436,10 @@ async fn verify_reports_every_kind_of_breach(db: TestDb) {
         "{report}"
     );
     assert!(has(|v| matches!(v, Violation::RefundsExceedParent { refunded: 2000, counter: 6000, .. })), "{report}");
+    assert!(
+        has(|v| matches!(v, Violation::BillNotQueued { transaction_id, .. } if transaction_id == "r-1")),
+        "{report}"
+    );
     assert!(!report.is_sound());
 }
 
@@ -465,4 +478,161 @@ async fn host_state_is_shared_through_the_store(db: TestDb) {
     store.put_subscription(platform.id, 1, "https://mall/bills-v2", 2).await.unwrap();
     assert_eq!(other.subscription(platform.id, 1).await.unwrap().as_deref(), Some("https://mall/bills-v2"));
     assert_eq!(other.subscription(platform.id, 2).await.unwrap().as_deref(), Some("https://mall/auth"));
+}
+
+/// Subscribes both push types and claims both streams at `now`.
+async fn claim_both(store: &dyn carbon_engine::store::Store, platform: &Platform, now: i64) -> Vec<PushStream> {
+    store.put_subscription(platform.id, 1, "https://mall/bills", now).await.unwrap();
+    store.put_subscription(platform.id, 2, "https://mall/auth", now).await.unwrap();
+    let mut streams = store.claim_push_streams("test", now, 60_000, 60_000, 10).await.unwrap();
+    streams.sort_by_key(|stream| stream.kind);
+    streams
+}
+
+async fn the_outbox_is_written_with_the_change_it_announces(db: TestDb) {
+    let w = world(engine(&db)).await; // authorizes cid-1: one +1 change
+    w.credit_points(Asset::PointA, "100", "c-a").await;
+    w.engine.settle(&w.platform, &w.order("p-1", Some("50"), None)).await.unwrap();
+    assert_eq!(w.engine.settle(&w.platform, &w.order("p-1", Some("50"), None)).await.unwrap(), Settled::Replayed);
+    assert!(w.engine.settle(&w.platform, &w.order("p-2", Some("5000"), None)).await.is_err());
+    w.engine.settle(&w.platform, &w.refund("r-1", "p-1", Some("-20"), None)).await.unwrap();
+    w.engine.cancel_authorization(&w.platform, &w.cid).await.unwrap();
+    w.engine.authorize(&w.platform, &w.cid).await.unwrap();
+    w.engine.authorize(&w.platform, &w.cid).await.unwrap(); // already authorized: no change, no push
+    w.assert_sound().await;
+
+    let store = w.engine.store();
+    let backlog = store.push_backlog().await.unwrap();
+    let rows: Vec<(PushKind, u64)> = backlog.iter().map(|b| (b.kind, b.pending_rows)).collect();
+    assert_eq!(rows, vec![(PushKind::Bills, 2), (PushKind::Authorization, 3)], "a refused order queues nothing");
+
+    let streams = claim_both(store.as_ref(), &w.platform, 1_000).await;
+    assert_eq!(streams.len(), 2);
+    assert!(streams.iter().all(|s| s.seal_due && s.app_id == w.platform.app_id.as_str()));
+    assert_eq!(store.seal_push_batches(&streams[0], 1_000, 10).await.unwrap(), Some(1));
+    let head = store.head_push_batch(w.platform.id, PushKind::Bills).await.unwrap().unwrap();
+    let PushPayload::Bills(bills) = store.push_payload(head.id).await.unwrap() else { panic!("bills expected") };
+    let query = BillQuery { cid: None, equity_cid: None, begin_ms: 0, end_ms: i64::MAX, page: 1, page_size: 10 };
+    let mut expected = w.engine.bills(&w.platform, &query).await.unwrap().bills;
+    expected.reverse(); // the query is newest first; pushes go in settlement order
+    assert_eq!(bills, expected, "the pushed rows are the bill rows");
+
+    assert_eq!(store.seal_push_batches(&streams[1], 1_000, 10).await.unwrap(), Some(3), "one change per push");
+    let mut changes = Vec::new();
+    while let Some(head) = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap() {
+        let PushPayload::Authorization { cid, change } = store.push_payload(head.id).await.unwrap() else {
+            panic!("authorization expected")
+        };
+        changes.push((cid.to_string(), change));
+        assert!(store.record_push_delivered(head.id, 1_001).await.unwrap());
+        assert!(!store.record_push_delivered(head.id, 1_002).await.unwrap(), "delivered once");
+    }
+    assert_eq!(changes, vec![("cid-1".to_owned(), 1), ("cid-1".to_owned(), -1), ("cid-1".to_owned(), 1)]);
+}
+
+async fn push_streams_are_claimed_once_and_leases_expire(db: TestDb) {
+    let w = world(engine(&db)).await;
+    let (a, b) = (w.engine.store().clone(), db.reopen().await);
+    // Rows wait while the platform has no subscription: nothing to claim.
+    assert!(a.claim_push_streams("a", 1_000, 5_000, 60_000, 10).await.unwrap().is_empty());
+    let streams = claim_both(a.as_ref(), &w.platform, 1_000).await;
+    assert_eq!(streams.len(), 1, "only the authorization stream has work: {streams:?}");
+    let auth = &streams[0];
+    assert!(b.claim_push_streams("b", 1_000, 5_000, 60_000, 10).await.unwrap().is_empty(), "held by a");
+    assert!(a.renew_push_stream(auth, 2_000, 60_000).await.unwrap());
+    // The lease runs out (the holder died): another instance takes over and the old claim is void.
+    let taken = b.claim_push_streams("b", 70_000, 60_000, 60_000, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_ne!(taken[0].claim, auth.claim);
+    assert!(!a.renew_push_stream(auth, 70_001, 60_000).await.unwrap());
+    assert_eq!(a.seal_push_batches(auth, 70_001, 10).await.unwrap(), None, "a lost claim cannot seal");
+    assert_eq!(b.seal_push_batches(&taken[0], 70_001, 10).await.unwrap(), Some(1));
+    b.release_push_stream(&taken[0], 70_002).await.unwrap();
+    // Sealed and due: claimable again at once, by anyone.
+    assert_eq!(a.claim_push_streams("a", 70_003, 60_000, 60_000, 10).await.unwrap().len(), 1);
+
+    // Bills are sealed once per interval: a new bill waits until the interval since the last
+    // seal has passed.
+    w.credit_points(Asset::PointA, "10", "c-a").await;
+    w.engine.settle(&w.platform, &w.order("p-1", Some("1"), None)).await.unwrap();
+    let bills = b.claim_push_streams("b", 70_004, 60_000, 60_000, 10).await.unwrap();
+    assert_eq!((bills.len(), bills[0].kind, bills[0].seal_due), (1, PushKind::Bills, true), "never sealed yet");
+    assert_eq!(b.seal_push_batches(&bills[0], 70_004, 10).await.unwrap(), Some(1));
+    let head = b.head_push_batch(w.platform.id, PushKind::Bills).await.unwrap().unwrap();
+    assert!(b.record_push_delivered(head.id, 70_005).await.unwrap());
+    b.release_push_stream(&bills[0], 70_005).await.unwrap();
+    w.engine.settle(&w.platform, &w.order("p-2", Some("1"), None)).await.unwrap();
+    assert!(b.claim_push_streams("b", 100_000, 60_000, 60_000, 10).await.unwrap().is_empty(), "interval not over");
+    let due = b.claim_push_streams("b", 130_004, 60_000, 60_000, 10).await.unwrap();
+    assert!(due.iter().any(|stream| stream.kind == PushKind::Bills), "{due:?}");
+}
+
+async fn failed_batches_retry_then_die_and_requeue(db: TestDb) {
+    let w = world(engine(&db)).await;
+    w.engine.cancel_authorization(&w.platform, &w.cid).await.unwrap();
+    let store = w.engine.store();
+    let streams = claim_both(store.as_ref(), &w.platform, 1_000).await;
+    assert_eq!(store.seal_push_batches(&streams[0], 1_000, 10).await.unwrap(), Some(2));
+    let first = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
+    assert_eq!((first.attempts, first.next_attempt_at_ms), (0, 1_000));
+    assert_eq!(store.record_push_failed(first.id, 0, "HTTP 500", 2_000).await.unwrap(), AttemptOutcome::RetryAt(2_000));
+    assert_eq!(store.record_push_failed(first.id, 0, "again", 2_000).await.unwrap(), AttemptOutcome::Stale);
+    let head = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
+    assert_eq!((head.id, head.attempts, head.next_attempt_at_ms), (first.id, 1, 2_000), "later batches wait");
+    assert_eq!(
+        store.record_push_failed(first.id, 1, "timed out", 4_000).await.unwrap(),
+        AttemptOutcome::RetryAt(4_000)
+    );
+    let last = "response is not JSON";
+    assert_eq!(store.record_push_failed(first.id, 2, last, 8_000).await.unwrap(), AttemptOutcome::DeadLettered);
+    let second = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
+    assert_ne!(second.id, first.id, "the next batch goes on");
+
+    let dead = store.push_batches(BatchFilter::Dead, 10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].id, dead[0].status, dead[0].attempts), (first.id, BatchStatus::Dead, 3));
+    assert_eq!((dead[0].kind, dead[0].rows, dead[0].last_error.as_deref()), (PushKind::Authorization, 1, Some(last)));
+    assert_eq!(store.push_batches(BatchFilter::All, 10).await.unwrap().len(), 2);
+    let backlog = store.push_backlog().await.unwrap();
+    assert_eq!((backlog[0].pending_rows, backlog[0].dead_batches), (1, 1));
+
+    assert_eq!(store.requeue_push_batch(first.id, 9_000).await.unwrap(), RequeueOutcome::Requeued);
+    assert_eq!(store.requeue_push_batch(first.id, 9_000).await.unwrap(), RequeueOutcome::NotDead(BatchStatus::Pending));
+    assert_eq!(store.requeue_push_batch(999_999, 9_000).await.unwrap(), RequeueOutcome::Unknown);
+    let head = store.head_push_batch(w.platform.id, PushKind::Authorization).await.unwrap().unwrap();
+    assert_eq!((head.id, head.attempts, head.next_attempt_at_ms), (first.id, 0, 9_000), "fresh attempts, due now");
+    assert!(store.record_push_delivered(first.id, 9_001).await.unwrap());
+    assert!(store.push_batches(BatchFilter::Dead, 10).await.unwrap().is_empty());
+}
+
+async fn concurrent_claimers_take_each_stream_once(db: TestDb) {
+    let engine = engine(&db);
+    for p in 0..10 {
+        let platform = engine.add_platform(&format!("mall-{p}"), None).await.unwrap();
+        engine.map_cid(&platform, &sub("c"), &master("m")).await.unwrap();
+        engine.authorize(&platform, &sub("c")).await.unwrap();
+        engine.store().put_subscription(platform.id, 2, "https://mall/auth", 1).await.unwrap();
+    }
+    // Eight instances claim at the same moment, each wanting every stream.
+    let mut stores = Vec::new();
+    for _ in 0..8 {
+        stores.push(db.reopen().await);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(stores.len()));
+    let mut claimers = tokio::task::JoinSet::new();
+    for (i, store) in stores.into_iter().enumerate() {
+        let start = start.clone();
+        claimers.spawn(async move {
+            start.wait().await;
+            store.claim_push_streams(&format!("instance-{i}"), 5_000, 60_000, 60_000, 10).await.unwrap()
+        });
+    }
+    let mut claimed = Vec::new();
+    while let Some(streams) = claimers.join_next().await {
+        claimed.extend(streams.unwrap().into_iter().map(|stream| stream.platform_id));
+    }
+    claimed.sort();
+    let distinct: std::collections::BTreeSet<_> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), distinct.len(), "a stream was claimed twice: {claimed:?}");
+    assert_eq!(distinct.len(), 10, "every stream was claimed");
 }

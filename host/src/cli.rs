@@ -19,6 +19,8 @@ const EXAMPLES: &str = "Examples:
   carbon-host ca import mappings.csv
   carbon-host credit points --master-cid M1 --class a --amount 100 --external-id grant-1
   carbon-host credit reduction --master-cid M1 --kg 1.5 --scene 地铁 --methodology SHCER020200120241 --external-id trip-1
+  carbon-host push list --dead
+  carbon-host push requeue 42
   carbon-host verify";
 
 /// The carbon-inclusion master platform: API server and operator tools.
@@ -92,6 +94,11 @@ pub enum Command {
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Pushes to platforms: list batches, re-queue dead-lettered ones.
+    Push {
+        #[command(subcommand)]
+        command: PushCommand,
     },
     /// Check every ledger invariant; exits non-zero on any violation.
     Verify,
@@ -183,6 +190,28 @@ pub enum PluginCommand {
         /// Configuration text for the plugin.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+/// `carbon-host push …`
+#[derive(Debug, Subcommand)]
+pub enum PushCommand {
+    /// List push batches, newest first, tab-separated: id, platform id, appId, type, status,
+    /// rows, attempts, sealed at, last error.
+    #[command(after_help = "Example:\n  carbon-host push list --dead")]
+    List {
+        /// Only dead-lettered batches (failed 3 times; they wait for `push requeue`).
+        #[arg(long)]
+        dead: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Re-queue a dead-lettered batch: it is sent next in its stream, with 3 fresh attempts.
+    #[command(after_help = "Example:\n  carbon-host push requeue 42")]
+    Requeue {
+        /// The batch id (first column of `push list`).
+        id: i64,
     },
 }
 
@@ -400,6 +429,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin { command } => crate::plugin_cli::run(&engine, &config, command).await,
+        Command::Push { command: PushCommand::List { dead, limit } } => {
+            let batches = ops::list_pushes(&engine, dead, limit).await?;
+            println!("id\tplatform\tappId\ttype\tstatus\trows\tattempts\tsealed\tlast error");
+            for batch in batches {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    batch.id,
+                    batch.platform_id.0,
+                    batch.app_id,
+                    batch.kind,
+                    batch.status,
+                    batch.rows,
+                    batch.attempts,
+                    wall_time(batch.created_at_ms, config.timezone),
+                    batch.last_error.as_deref().unwrap_or("-").replace(['\t', '\n'], " "),
+                );
+            }
+            Ok(())
+        }
+        Command::Push { command: PushCommand::Requeue { id } } => {
+            ops::requeue_push(&engine, id).await?;
+            println!("push batch {id} re-queued");
+            Ok(())
+        }
         Command::Verify => {
             let report = ops::verify(&engine).await?;
             print!("{report}");
@@ -407,6 +460,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `yyyy-MM-dd HH:mm:ss` in the configured zone.
+fn wall_time(ms: i64, zone: chrono_tz::Tz) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|time| time.with_timezone(&zone).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 async fn import_mappings(engine: &Engine, file: &Path) -> anyhow::Result<()> {

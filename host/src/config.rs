@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -38,6 +39,19 @@ pub struct Config {
     /// How often each instance re-reads which plugin versions are in force
     /// (`CARBON_PLUGIN_REFRESH_SECS`, default 2).
     pub plugin_refresh_secs: u64,
+    /// How often each platform's new bills are sealed into pushes (`CARBON_PUSH_INTERVAL_SECS`,
+    /// default 60).
+    pub push_interval: Duration,
+    /// How often the dispatcher looks for due work: authorization changes, retries, expired
+    /// leases (`CARBON_PUSH_POLL_MS`, default 1000).
+    pub push_poll: Duration,
+    /// Deadline of one push request, connection to last byte (`CARBON_PUSH_TIMEOUT_SECS`,
+    /// default 10). A stream's lease is three times this.
+    pub push_timeout: Duration,
+    /// Wait after a failed attempt; doubled after the second (`CARBON_PUSH_RETRY_SECS`, default 30).
+    pub push_retry: Duration,
+    /// Streams one instance pushes at once (`CARBON_PUSH_CONCURRENCY`, default 16).
+    pub push_concurrency: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -54,6 +68,11 @@ impl std::fmt::Debug for Config {
             .field("push_allow_private", &self.push_allow_private)
             .field("plugin_limits", &self.plugin_limits)
             .field("plugin_refresh_secs", &self.plugin_refresh_secs)
+            .field("push_interval", &self.push_interval)
+            .field("push_poll", &self.push_poll)
+            .field("push_timeout", &self.push_timeout)
+            .field("push_retry", &self.push_retry)
+            .field("push_concurrency", &self.push_concurrency)
             .finish()
     }
 }
@@ -72,6 +91,11 @@ impl Default for Config {
             push_allow_private: false,
             plugin_limits: carbon_engine::rules::wasm::PluginLimits::default(),
             plugin_refresh_secs: 2,
+            push_interval: Duration::from_secs(60),
+            push_poll: Duration::from_millis(1000),
+            push_timeout: Duration::from_secs(10),
+            push_retry: Duration::from_secs(30),
+            push_concurrency: 16,
         }
     }
 }
@@ -93,6 +117,11 @@ struct FileConfig {
     plugin_memory_mib: Option<u64>,
     plugin_deadline_ms: Option<u64>,
     plugin_refresh_secs: Option<u64>,
+    push_interval_secs: Option<u64>,
+    push_poll_ms: Option<u64>,
+    push_timeout_secs: Option<u64>,
+    push_retry_secs: Option<u64>,
+    push_concurrency: Option<u32>,
 }
 
 impl Config {
@@ -186,6 +215,41 @@ impl Config {
             anyhow::ensure!(secs > 0, "plugin_refresh_secs / CARBON_PLUGIN_REFRESH_SECS must be positive");
             config.plugin_refresh_secs = secs;
         }
+        let secs: fn(u64) -> Duration = Duration::from_secs;
+        let millis: fn(u64) -> Duration = Duration::from_millis;
+        let push_durations = [
+            (
+                "push_interval_secs",
+                "CARBON_PUSH_INTERVAL_SECS",
+                file_config.push_interval_secs,
+                secs,
+                &mut config.push_interval,
+            ),
+            ("push_poll_ms", "CARBON_PUSH_POLL_MS", file_config.push_poll_ms, millis, &mut config.push_poll),
+            (
+                "push_timeout_secs",
+                "CARBON_PUSH_TIMEOUT_SECS",
+                file_config.push_timeout_secs,
+                secs,
+                &mut config.push_timeout,
+            ),
+            ("push_retry_secs", "CARBON_PUSH_RETRY_SECS", file_config.push_retry_secs, secs, &mut config.push_retry),
+        ];
+        for (key, variable, from_file, unit, target) in push_durations {
+            if let Some(value) = number(key, variable, &env, from_file)? {
+                anyhow::ensure!((1..=86_400_000).contains(&value), "{key} / {variable} must be 1 to 86400000");
+                *target = unit(value);
+            }
+        }
+        if let Some(concurrency) =
+            number("push_concurrency", "CARBON_PUSH_CONCURRENCY", &env, file_config.push_concurrency)?
+        {
+            anyhow::ensure!(
+                (1..=1024).contains(&concurrency),
+                "push_concurrency / CARBON_PUSH_CONCURRENCY must be 1 to 1024"
+            );
+            config.push_concurrency = concurrency;
+        }
         Ok(config)
     }
 }
@@ -227,6 +291,31 @@ mod tests {
         assert!(err.contains("CARBON_TOKEN_TTL_SECS"), "{err}");
         let err = Config::load(None, env(&[("CARBON_TIMEZONE", "Mars/Olympus")])).unwrap_err().to_string();
         assert!(err.contains("CARBON_TIMEZONE"), "{err}");
+    }
+
+    #[test]
+    fn push_settings_have_defaults_and_units() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!((config.push_interval, config.push_poll), (Duration::from_secs(60), Duration::from_secs(1)));
+        assert_eq!((config.push_timeout, config.push_retry), (Duration::from_secs(10), Duration::from_secs(30)));
+        let config = Config::load(
+            None,
+            env(&[
+                ("CARBON_PUSH_INTERVAL_SECS", "5"),
+                ("CARBON_PUSH_POLL_MS", "250"),
+                ("CARBON_PUSH_TIMEOUT_SECS", "2"),
+                ("CARBON_PUSH_RETRY_SECS", "7"),
+                ("CARBON_PUSH_CONCURRENCY", "3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((config.push_interval, config.push_poll), (Duration::from_secs(5), Duration::from_millis(250)));
+        assert_eq!((config.push_timeout, config.push_retry), (Duration::from_secs(2), Duration::from_secs(7)));
+        assert_eq!(config.push_concurrency, 3);
+        let err = Config::load(None, env(&[("CARBON_PUSH_INTERVAL_SECS", "0")])).unwrap_err().to_string();
+        assert!(err.contains("CARBON_PUSH_INTERVAL_SECS"), "{err}");
+        let err = Config::load(None, env(&[("CARBON_PUSH_CONCURRENCY", "0")])).unwrap_err().to_string();
+        assert!(err.contains("CARBON_PUSH_CONCURRENCY"), "{err}");
     }
 
     #[test]

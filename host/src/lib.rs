@@ -12,4 +12,6 @@ pub mod metrics;
 pub mod notify_url;
 pub mod ops;
 pub mod plugin_cli;
+pub mod push;
 pub mod server;
+pub mod wire;

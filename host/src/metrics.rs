@@ -1,11 +1,17 @@
 //! Prometheus metrics in the text exposition format, without a metrics framework: requests by
-//! route and envelope code, and the latency of settlements.
+//! route and envelope code, the latency of settlements, and pushes per platform.
+//!
+//! Platforms are labelled by their numeric id (`carbon-host push list` shows it with the
+//! appId): an appId is a credential and `/metrics` is not authenticated.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use carbon_engine::ids::PlatformId;
+use carbon_engine::push::{PushBacklog, PushKind};
 
 /// Upper bounds of the settlement latency buckets, in seconds.
 const SETTLE_BUCKETS_SECS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -17,6 +23,31 @@ pub struct Metrics {
     settle_buckets: [AtomicU64; SETTLE_BUCKETS_SECS.len()],
     settle_count: AtomicU64,
     settle_sum_micros: AtomicU64,
+    pushes: Mutex<BTreeMap<(PushEvent, i64, PushKind), u64>>,
+}
+
+/// What happened to a push, counted per platform and type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PushEvent {
+    /// A request was sent (an attempt).
+    Sent,
+    /// The platform acknowledged it (`"code": 200`).
+    Acked,
+    /// The attempt failed.
+    Failed,
+    /// That failure was the last attempt: the batch is dead-lettered.
+    DeadLettered,
+}
+
+impl PushEvent {
+    fn metric(self) -> (&'static str, &'static str) {
+        match self {
+            PushEvent::Sent => ("carbon_push_sent_total", "Push requests sent (attempts)."),
+            PushEvent::Acked => ("carbon_push_acked_total", "Pushes the platform acknowledged with code 200."),
+            PushEvent::Failed => ("carbon_push_failed_total", "Push attempts that failed."),
+            PushEvent::DeadLettered => ("carbon_push_dead_lettered_total", "Push batches dead-lettered."),
+        }
+    }
 }
 
 impl Metrics {
@@ -36,6 +67,51 @@ impl Metrics {
         }
         self.settle_count.fetch_add(1, Ordering::Relaxed);
         self.settle_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one push event of a platform's stream.
+    pub fn record_push(&self, event: PushEvent, platform_id: PlatformId, kind: PushKind) {
+        let mut pushes = self.pushes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *pushes.entry((event, platform_id.0, kind)).or_default() += 1;
+    }
+
+    /// How often `event` happened to the platform's stream (for tests and logs).
+    pub fn push_count(&self, event: PushEvent, platform_id: PlatformId, kind: PushKind) -> u64 {
+        let pushes = self.pushes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        pushes.get(&(event, platform_id.0, kind)).copied().unwrap_or(0)
+    }
+
+    /// The text exposition of every metric; `backlog` (read from the database, so it covers
+    /// every instance) gives the push gauges at `now_ms`.
+    pub fn render_with_backlog(&self, backlog: &[PushBacklog], now_ms: i64) -> String {
+        let mut out = self.render();
+        out.push_str("# HELP carbon_push_pending_rows Bills and authorization changes not yet delivered.\n");
+        out.push_str("# TYPE carbon_push_pending_rows gauge\n");
+        for item in backlog {
+            let _ = writeln!(
+                out,
+                "carbon_push_pending_rows{{{}}} {}",
+                labels(item.platform_id.0, item.kind),
+                item.pending_rows
+            );
+        }
+        out.push_str("# HELP carbon_push_lag_seconds Age of the oldest row not yet delivered.\n");
+        out.push_str("# TYPE carbon_push_lag_seconds gauge\n");
+        for item in backlog {
+            let lag = item.oldest_pending_at_ms.map_or(0.0, |oldest| (now_ms - oldest).max(0) as f64 / 1000.0);
+            let _ = writeln!(out, "carbon_push_lag_seconds{{{}}} {lag}", labels(item.platform_id.0, item.kind));
+        }
+        out.push_str("# HELP carbon_push_dead_batches Dead-lettered batches waiting for an operator.\n");
+        out.push_str("# TYPE carbon_push_dead_batches gauge\n");
+        for item in backlog {
+            let _ = writeln!(
+                out,
+                "carbon_push_dead_batches{{{}}} {}",
+                labels(item.platform_id.0, item.kind),
+                item.dead_batches
+            );
+        }
+        out
     }
 
     /// The text exposition of every metric.
@@ -59,8 +135,21 @@ impl Metrics {
         let sum = self.settle_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "carbon_settlement_seconds_sum {sum}");
         let _ = writeln!(out, "carbon_settlement_seconds_count {count}");
+        let pushes = self.pushes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for event in [PushEvent::Sent, PushEvent::Acked, PushEvent::Failed, PushEvent::DeadLettered] {
+            let (name, help) = event.metric();
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for ((_, platform_id, kind), count) in pushes.iter().filter(|((e, _, _), _)| *e == event) {
+                let _ = writeln!(out, "{name}{{{}}} {count}", labels(*platform_id, *kind));
+            }
+        }
         out
     }
+}
+
+fn labels(platform_id: i64, kind: PushKind) -> String {
+    format!("platform_id=\"{platform_id}\",type=\"{kind}\"")
 }
 
 #[cfg(test)]
@@ -82,5 +171,27 @@ mod tests {
         assert!(text.contains("carbon_settlement_seconds_bucket{le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("carbon_settlement_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("carbon_settlement_seconds_count 2"), "{text}");
+    }
+
+    #[test]
+    fn renders_push_counters_and_backlog() {
+        let metrics = Metrics::default();
+        metrics.record_push(PushEvent::Sent, PlatformId(3), PushKind::Bills);
+        metrics.record_push(PushEvent::Sent, PlatformId(3), PushKind::Bills);
+        metrics.record_push(PushEvent::Failed, PlatformId(3), PushKind::Bills);
+        let backlog = [PushBacklog {
+            platform_id: PlatformId(3),
+            kind: PushKind::Authorization,
+            pending_rows: 4,
+            oldest_pending_at_ms: Some(1_000),
+            dead_batches: 1,
+        }];
+        let text = metrics.render_with_backlog(&backlog, 3_500);
+        assert!(text.contains("carbon_push_sent_total{platform_id=\"3\",type=\"bills\"} 2"), "{text}");
+        assert!(text.contains("carbon_push_failed_total{platform_id=\"3\",type=\"bills\"} 1"), "{text}");
+        assert!(text.contains("carbon_push_lag_seconds{platform_id=\"3\",type=\"authorization\"} 2.5"), "{text}");
+        assert!(text.contains("carbon_push_pending_rows{platform_id=\"3\",type=\"authorization\"} 4"), "{text}");
+        assert!(text.contains("carbon_push_dead_batches{platform_id=\"3\",type=\"authorization\"} 1"), "{text}");
+        assert_eq!(metrics.push_count(PushEvent::Sent, PlatformId(3), PushKind::Bills), 2);
     }
 }

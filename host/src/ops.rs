@@ -11,6 +11,7 @@ use carbon_engine::ids::{AppId, EquityCid, IdError, MasterCid, SubCid};
 use carbon_engine::invariants::InvariantReport;
 use carbon_engine::ledger::Asset;
 use carbon_engine::order::FieldError;
+use carbon_engine::push::{BatchFilter, PushBatchInfo, RequeueOutcome};
 use carbon_engine::rules::registry::{ListedVersion, PluginRegistry};
 use carbon_engine::store::{License, StoredLimits};
 use carbon_engine::{Engine, EngineError};
@@ -97,6 +98,28 @@ pub async fn add_license(engine: &Engine, name: String, url: String) -> Result<(
     }
     let license = License { name, download_url: url };
     Ok(engine.store().upsert_license(&license, carbon_engine::now_ms()).await?)
+}
+
+/// Push batches, newest first: all of them or only the dead-lettered ones; at most `limit`
+/// (1 to 10000).
+pub async fn list_pushes(engine: &Engine, dead_only: bool, limit: u32) -> Result<Vec<PushBatchInfo>, EngineError> {
+    if !(1..=10_000).contains(&limit) {
+        return Err(FieldError::new("limit", "must be 1 to 10000").into());
+    }
+    let filter = if dead_only { BatchFilter::Dead } else { BatchFilter::All };
+    Ok(engine.store().push_batches(filter, limit).await?)
+}
+
+/// Makes a dead-lettered push batch pending again with fresh attempts; it is sent next in
+/// its stream.
+pub async fn requeue_push(engine: &Engine, batch_id: i64) -> Result<(), EngineError> {
+    match engine.store().requeue_push_batch(batch_id, carbon_engine::now_ms()).await? {
+        RequeueOutcome::Requeued => Ok(()),
+        RequeueOutcome::NotDead(status) => {
+            Err(EngineError::Conflict(format!("push batch {batch_id} is {status}, not dead-lettered")))
+        }
+        RequeueOutcome::Unknown => Err(FieldError::new("id", format!("no push batch {batch_id}")).into()),
+    }
 }
 
 /// Checks every ledger invariant.

@@ -1,4 +1,5 @@
-//! `carbon-host serve`: the API on a listener, with background upkeep and graceful shutdown.
+//! `carbon-host serve`: the API on a listener, with background upkeep, the push dispatcher
+//! and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{AppState, router};
 use crate::config::Config;
-use crate::keys::{self, Decryptor};
+use crate::keys;
 
 /// How often each instance reloads the key and purges expired tokens and request ids.
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(30);
@@ -26,7 +27,17 @@ pub async fn state(store: Arc<dyn Store>, config: Config) -> anyhow::Result<AppS
     let plugins = PluginRegistry::new(store.clone(), config.plugin_limits)?;
     plugins.refresh().await?;
     let engine = Engine::new(store, plugins.clone());
-    AppState::new(engine, plugins, config, Decryptor::new(&key)?)
+    AppState::new(engine, plugins, config, &key)
+}
+
+/// Aborts a background task when dropped, so that dropping `serve` (a killed server in tests)
+/// takes its tasks down with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` completes; in-flight requests finish first.
@@ -35,12 +46,17 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let upkeep = tokio::spawn(upkeep(state.clone()));
-    let plugin_refresh = tokio::spawn(refresh_plugins(state.clone()));
+    let _upkeep = AbortOnDrop(tokio::spawn(upkeep(state.clone())));
+    let _plugin_refresh = AbortOnDrop(tokio::spawn(refresh_plugins(state.clone())));
+    let (stop_pushes, stopped) = tokio::sync::watch::channel(false);
+    let mut dispatcher = AbortOnDrop(tokio::spawn(crate::push::run(state.clone(), stopped)));
+    // A push in flight may finish (bounded by its timeout) before the process exits; one cut
+    // off is sent again by whichever instance next claims its stream.
+    let drain = state.config.push_timeout + Duration::from_secs(1);
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
-    upkeep.abort();
-    plugin_refresh.abort();
+    let _ = stop_pushes.send(true);
+    let _ = tokio::time::timeout(drain, &mut dispatcher.0).await;
     Ok(served?)
 }
 
@@ -50,10 +66,11 @@ async fn upkeep(state: AppState) {
         ticks.tick().await;
         let store = state.engine.store();
         match store.current_server_key().await {
-            Ok(Some(key)) => match Decryptor::new(&key) {
-                Ok(decryptor) => state.set_decryptor(decryptor),
-                Err(err) => tracing::error!(%err, "stored server key unreadable"),
-            },
+            Ok(Some(key)) => {
+                if let Err(err) = state.set_key(&key) {
+                    tracing::error!(%err, "stored server key unreadable");
+                }
+            }
             Ok(None) => {}
             Err(err) => tracing::warn!(%err, "cannot reload server key"),
         }

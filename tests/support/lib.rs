@@ -4,6 +4,7 @@
 use base64::Engine as _;
 use carbon_engine::Engine;
 use carbon_engine::testing::TestDb;
+use carbon_host::api::AppState;
 use carbon_host::config::Config;
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Oaep, Pkcs1v15Encrypt, RsaPublicKey};
@@ -18,6 +19,7 @@ pub fn plugin(name: &str) -> Vec<u8> {
     let path = std::path::Path::new(env!("CARBON_PLUGIN_DIR")).join(format!("{name}_rules.wasm"));
     std::fs::read(&path).unwrap_or_else(|err| panic!("plugin {} not built: {err}", path.display()))
 }
+pub mod receiver;
 
 /// Base path of the platform API.
 pub const API: &str = "/carbon-inclusion/apis/v1";
@@ -58,9 +60,14 @@ pub struct Server {
     pub plugins: std::sync::Arc<carbon_engine::rules::registry::PluginRegistry>,
     /// The database.
     pub db: TestDb,
+    /// The server's state (metrics, configuration).
+    pub state: AppState,
+    /// The server's public key PEM.
+    pub public_key_pem: String,
     public_key: RsaPublicKey,
     client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 /// A response: HTTP status and the decoded envelope.
@@ -92,7 +99,7 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, stopped) = oneshot::channel::<()>();
-        tokio::spawn(carbon_host::server::serve(listener, state, async {
+        let task = tokio::spawn(carbon_host::server::serve(listener, state.clone(), async {
             let _ = stopped.await;
         }));
         let key = engine.store().current_server_key().await.unwrap().expect("server key made on start");
@@ -101,10 +108,21 @@ impl Server {
             engine,
             plugins,
             db,
+            state,
             public_key: RsaPublicKey::from_public_key_pem(&key.public_key_pem).expect("public key PEM"),
+            public_key_pem: key.public_key_pem,
             client: reqwest::Client::new(),
             shutdown: Some(shutdown),
+            task,
         }
+    }
+
+    /// Kills the server as a crash would: its tasks stop wherever they are, mid-request
+    /// included, and nothing is cleaned up (leases stay held until they expire).
+    pub async fn kill(&mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+        self.shutdown.take();
     }
 
     /// Encrypts `app_id` as a platform would (PKCS#1 v1.5, or OAEP-SHA256), base64.

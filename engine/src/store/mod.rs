@@ -24,6 +24,10 @@ use crate::ids::{AppId, EquityCid, MasterCid, OrderId, PlatformId, SubCid};
 use crate::invariants::InvariantReport;
 use crate::ledger::{AccountId, Asset, PostingSet};
 use crate::order::Order;
+use crate::push::{
+    AttemptOutcome, BatchFilter, PushBacklog, PushBatch, PushBatchInfo, PushKind, PushPayload, PushStream,
+    RequeueOutcome,
+};
 use crate::rules::Balances;
 
 /// A failure of the database itself; never a business outcome.
@@ -136,7 +140,9 @@ pub trait Store: Send + Sync {
     ) -> Result<MappingOutcome, MappingError>;
     /// The master cid behind a platform's sub-scene cid, if known.
     async fn resolve_cid(&self, platform_id: PlatformId, sub_cid: &SubCid) -> Result<Option<MasterCid>, StoreError>;
-    /// Marks the person authorized (or not) for the platform at `at_ms`.
+    /// Marks the person authorized (or not) for the platform at `at_ms`. When this changes
+    /// whether the person is authorized, an authorization push (+1 / -1) is queued in the same
+    /// transaction; authorizing again while authorized, or cancelling while not, queues nothing.
     async fn set_authorization(
         &self,
         platform_id: PlatformId,
@@ -162,7 +168,8 @@ pub trait Store: Send + Sync {
     /// The request hash of a settled order, if `(platform, transactionId)` is settled.
     async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId)
     -> Result<Option<String>, StoreError>;
-    /// Writes a settlement atomically, or nothing.
+    /// Writes a settlement atomically, or nothing; its bill push is queued in the same
+    /// transaction.
     async fn apply_settlement(&self, write: &SettlementWrite<'_>) -> Result<(), ApplyError>;
     /// One page of a platform's bills.
     async fn bills(&self, platform_id: PlatformId, query: &BillQuery) -> Result<BillPage, StoreError>;
@@ -235,6 +242,57 @@ pub trait Store: Send + Sync {
 
     /// The platform's push URL of one kind, if subscribed.
     async fn subscription(&self, platform_id: PlatformId, kind: i64) -> Result<Option<String>, StoreError>;
+
+    // Pushes (SPEC §7); see `crate::push`.
+
+    /// Claims up to `limit` streams that have work due at `now_ms` and whose lease is free or
+    /// expired, for `lease_ms`, under a new token made from `claimant`. Work is due when the
+    /// oldest pending batch is due, or when no batch is pending, rows wait, and sealing is due
+    /// (bills: `bill_interval_ms` after the last seal; authorization changes: at once).
+    /// PostgreSQL skips streams another instance is claiming (`FOR UPDATE SKIP LOCKED`).
+    async fn claim_push_streams(
+        &self,
+        claimant: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        bill_interval_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<PushStream>, StoreError>;
+    /// Extends the stream's lease to `now_ms + lease_ms`; `false` when the claim was lost.
+    async fn renew_push_stream(&self, stream: &PushStream, now_ms: i64, lease_ms: i64) -> Result<bool, StoreError>;
+    /// Gives the stream up, so that any instance may claim it when it next has work.
+    async fn release_push_stream(&self, stream: &PushStream, now_ms: i64) -> Result<(), StoreError>;
+    /// Seals the stream's waiting rows, oldest first, into at most `max_batches` new batches
+    /// of at most `kind.rows_per_batch()` rows; returns how many batches were made, or `None`
+    /// when the claim was lost. Marks the stream sealed at `now_ms`.
+    async fn seal_push_batches(
+        &self,
+        stream: &PushStream,
+        now_ms: i64,
+        max_batches: u32,
+    ) -> Result<Option<u32>, StoreError>;
+    /// The stream's oldest pending batch, due or not.
+    async fn head_push_batch(&self, platform_id: PlatformId, kind: PushKind) -> Result<Option<PushBatch>, StoreError>;
+    /// What a batch carries, built from the rows it references.
+    async fn push_payload(&self, batch_id: i64) -> Result<PushPayload, StoreError>;
+    /// Records that the platform acknowledged the batch; `false` if it was no longer pending.
+    async fn record_push_delivered(&self, batch_id: i64, now_ms: i64) -> Result<bool, StoreError>;
+    /// Records a failed attempt of a batch that had failed `attempts_before` times: it is
+    /// retried at `retry_at_ms`, or dead-lettered when that was attempt
+    /// [`crate::push::MAX_ATTEMPTS`].
+    async fn record_push_failed(
+        &self,
+        batch_id: i64,
+        attempts_before: u32,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<AttemptOutcome, StoreError>;
+    /// Batches, newest first, at most `limit`.
+    async fn push_batches(&self, filter: BatchFilter, limit: u32) -> Result<Vec<PushBatchInfo>, StoreError>;
+    /// Makes a dead-lettered batch pending again, due at `now_ms`, with fresh attempts.
+    async fn requeue_push_batch(&self, batch_id: i64, now_ms: i64) -> Result<RequeueOutcome, StoreError>;
+    /// Undelivered rows and dead batches per stream that has any.
+    async fn push_backlog(&self) -> Result<Vec<PushBacklog>, StoreError>;
 }
 
 /// The server's RSA key pair, as PEM (PKCS#8 private, SubjectPublicKeyInfo public).

@@ -33,6 +33,10 @@ impl PgStore {
         Ok(PgStore { pool })
     }
 
+    /// How claimed push streams are locked: rows another instance is claiming are skipped,
+    /// not waited for, so instances claim disjoint streams without queuing on each other.
+    const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }

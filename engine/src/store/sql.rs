@@ -293,22 +293,77 @@ macro_rules! impl_sql_store {
                 at_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.begin_write().await?;
-                let statement = if active {
-                    "INSERT INTO authorizations (platform_id, sub_cid, master_cid, active, authorized_at_ms) \
-                     VALUES ($1, $2, $3, 1, $4) \
-                     ON CONFLICT (platform_id, sub_cid) DO UPDATE \
-                     SET master_cid = excluded.master_cid, active = 1, authorized_at_ms = excluded.authorized_at_ms"
-                } else {
-                    "UPDATE authorizations SET active = 0, cancelled_at_ms = $4 \
-                     WHERE platform_id = $1 AND sub_cid = $2 AND master_cid = $3"
-                };
-                sqlx::query(statement)
+                // Each statement changes the row only from the other state, so of two concurrent
+                // writers exactly one sees a change (and queues the push); a repeat changes nothing.
+                let changed = if active {
+                    let reactivated = sqlx::query(
+                        "UPDATE authorizations SET master_cid = $3, active = 1, authorized_at_ms = $4 \
+                         WHERE platform_id = $1 AND sub_cid = $2 AND active = 0",
+                    )
                     .bind(platform_id.0)
                     .bind(sub_cid.as_str())
                     .bind(master_cid.as_str())
                     .bind(at_ms)
                     .execute(&mut *tx)
                     .await?;
+                    let inserted = if reactivated.rows_affected() == 0 {
+                        sqlx::query(
+                            "INSERT INTO authorizations (platform_id, sub_cid, master_cid, active, authorized_at_ms) \
+                             VALUES ($1, $2, $3, 1, $4) ON CONFLICT (platform_id, sub_cid) DO NOTHING",
+                        )
+                        .bind(platform_id.0)
+                        .bind(sub_cid.as_str())
+                        .bind(master_cid.as_str())
+                        .bind(at_ms)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                    } else {
+                        0
+                    };
+                    if reactivated.rows_affected() == 0 && inserted == 0 {
+                        // Already authorized: refresh the record, push nothing.
+                        sqlx::query(
+                            "UPDATE authorizations SET master_cid = $3, authorized_at_ms = $4 \
+                             WHERE platform_id = $1 AND sub_cid = $2",
+                        )
+                        .bind(platform_id.0)
+                        .bind(sub_cid.as_str())
+                        .bind(master_cid.as_str())
+                        .bind(at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                        false
+                    } else {
+                        true
+                    }
+                } else {
+                    sqlx::query(
+                        "UPDATE authorizations SET active = 0, cancelled_at_ms = $4 \
+                         WHERE platform_id = $1 AND sub_cid = $2 AND master_cid = $3 AND active = 1",
+                    )
+                    .bind(platform_id.0)
+                    .bind(sub_cid.as_str())
+                    .bind(master_cid.as_str())
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                        == 1
+                };
+                if changed {
+                    sqlx::query(
+                        "INSERT INTO push_outbox (platform_id, kind, sub_cid, auth_type, created_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(platform_id.0)
+                    .bind($crate::push::PushKind::Authorization.code())
+                    .bind(sub_cid.as_str())
+                    .bind(if active { 1_i64 } else { -1_i64 })
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 tx.commit().await?;
                 Ok(())
             }
@@ -469,7 +524,7 @@ macro_rules! impl_sql_store {
                      equity_cid, point_a, point_b, converted_reduction, transaction_time_ms, settled_at_ms, \
                      transaction_type, auto_convert, items, request_hash, rules_version, journal_id) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                     ON CONFLICT (platform_id, transaction_id) DO NOTHING",
+                     ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id",
                 )
                 .bind(write.platform_id.0)
                 .bind(order.transaction_id.as_str())
@@ -488,12 +543,27 @@ macro_rules! impl_sql_store {
                 .bind(write.request_hash)
                 .bind(write.rules_version)
                 .bind(journal_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+                let Some(inserted) = inserted else {
+                    return Err(ApplyError::DuplicateOrder);
+                };
+                let order_row_id: i64 = {
+                    use sqlx::Row as _;
+                    inserted.try_get(0).map_err(StoreError::from)?
+                };
+                // The bill push: the order row is the bill, so the outbox row only points at it.
+                sqlx::query(
+                    "INSERT INTO push_outbox (platform_id, kind, order_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(write.platform_id.0)
+                .bind($crate::push::PushKind::Bills.code())
+                .bind(order_row_id)
+                .bind(write.settled_at_ms)
                 .execute(&mut *tx)
                 .await
                 .map_err(StoreError::from)?;
-                if inserted.rows_affected() == 0 {
-                    return Err(ApplyError::DuplicateOrder);
-                }
                 if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
                     let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
                     let updated = sqlx::query(
@@ -662,6 +732,20 @@ macro_rules! impl_sql_store {
                             });
                         }
                     }
+                }
+                for row in sqlx::query(
+                    "SELECT o.platform_id, o.transaction_id FROM orders o \
+                     WHERE NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.order_id = o.id AND p.kind = $1) \
+                     ORDER BY o.id",
+                )
+                .bind($crate::push::PushKind::Bills.code())
+                .fetch_all(reader)
+                .await?
+                {
+                    report.violations.push(Violation::BillNotQueued {
+                        platform_id: row.try_get(0)?,
+                        transaction_id: row.try_get(1)?,
+                    });
                 }
                 Ok(report)
             }
@@ -978,6 +1062,437 @@ macro_rules! impl_sql_store {
                     .fetch_optional(self.reader())
                     .await?;
                 row.map(|row| Ok(row.try_get(0)?)).transpose()
+            }
+
+            async fn claim_push_streams(
+                &self,
+                claimant: &str,
+                now_ms: i64,
+                lease_ms: i64,
+                bill_interval_ms: i64,
+                limit: u32,
+            ) -> Result<Vec<$crate::push::PushStream>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                // The head of a stream is its oldest pending batch; later batches wait for it.
+                let sql = format!(
+                    "SELECT s.platform_id, s.kind, s.notify_url, s.sealed_at_ms, \
+                     (SELECT p.app_id FROM platforms p WHERE p.id = s.platform_id) AS app_id \
+                     FROM subscriptions s \
+                     WHERE (s.lease_until_ms IS NULL OR s.lease_until_ms <= $1) AND ( \
+                       (SELECT b.next_attempt_at_ms FROM push_batches b \
+                        WHERE b.platform_id = s.platform_id AND b.kind = s.kind AND b.status = 0 \
+                        ORDER BY b.id LIMIT 1) <= $1 \
+                       OR (NOT EXISTS (SELECT 1 FROM push_batches b \
+                                       WHERE b.platform_id = s.platform_id AND b.kind = s.kind AND b.status = 0) \
+                           AND EXISTS (SELECT 1 FROM push_outbox o \
+                                       WHERE o.platform_id = s.platform_id AND o.kind = s.kind AND o.batch_id IS NULL) \
+                           AND (s.sealed_at_ms IS NULL \
+                                OR s.sealed_at_ms + CASE WHEN s.kind = $2 THEN $3 ELSE 0 END <= $1))) \
+                     ORDER BY COALESCE(s.lease_until_ms, 0), s.platform_id, s.kind \
+                     LIMIT $4{}",
+                    Self::CLAIM_LOCK
+                );
+                let mut tx = self.begin_write().await?;
+                let rows = sqlx::query(&sql)
+                    .bind(now_ms)
+                    .bind($crate::push::PushKind::Bills.code())
+                    .bind(bill_interval_ms)
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let mut streams = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let kind_code: i64 = row.try_get("kind")?;
+                    let kind = $crate::push::PushKind::from_code(kind_code).ok_or_else(|| {
+                        $crate::store::StoreError::Corrupt(format!("subscription of unknown type {kind_code}"))
+                    })?;
+                    let sealed_at_ms: Option<i64> = row.try_get("sealed_at_ms")?;
+                    let interval = if kind == $crate::push::PushKind::Bills { bill_interval_ms } else { 0 };
+                    let stream = $crate::push::PushStream {
+                        platform_id: $crate::ids::PlatformId(row.try_get("platform_id")?),
+                        app_id: row.try_get("app_id")?,
+                        kind,
+                        notify_url: row.try_get("notify_url")?,
+                        seal_due: sealed_at_ms.is_none_or(|sealed| sealed.saturating_add(interval) <= now_ms),
+                        claim: format!("{claimant}#{}", uuid::Uuid::new_v4().simple()),
+                    };
+                    // The lease is checked again on the row as it is now, so a claim stays
+                    // exclusive even where the row lock above is not taken.
+                    let claimed = sqlx::query(
+                        "UPDATE subscriptions SET claimed_by = $3, lease_until_ms = $4 \
+                         WHERE platform_id = $1 AND kind = $2 AND (lease_until_ms IS NULL OR lease_until_ms <= $5)",
+                    )
+                    .bind(stream.platform_id.0)
+                    .bind(kind_code)
+                    .bind(&stream.claim)
+                    .bind(now_ms.saturating_add(lease_ms))
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    if claimed.rows_affected() == 1 {
+                        streams.push(stream);
+                    }
+                }
+                tx.commit().await?;
+                Ok(streams)
+            }
+
+            async fn renew_push_stream(
+                &self,
+                stream: &$crate::push::PushStream,
+                now_ms: i64,
+                lease_ms: i64,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let renewed = sqlx::query(
+                    "UPDATE subscriptions SET lease_until_ms = $4 \
+                     WHERE platform_id = $1 AND kind = $2 AND claimed_by = $3",
+                )
+                .bind(stream.platform_id.0)
+                .bind(stream.kind.code())
+                .bind(&stream.claim)
+                .bind(now_ms.saturating_add(lease_ms))
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(renewed.rows_affected() == 1)
+            }
+
+            async fn release_push_stream(
+                &self,
+                stream: &$crate::push::PushStream,
+                now_ms: i64,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                // The release time orders the next claims: the stream served longest ago first.
+                sqlx::query(
+                    "UPDATE subscriptions SET claimed_by = NULL, lease_until_ms = $4 \
+                     WHERE platform_id = $1 AND kind = $2 AND claimed_by = $3",
+                )
+                .bind(stream.platform_id.0)
+                .bind(stream.kind.code())
+                .bind(&stream.claim)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn seal_push_batches(
+                &self,
+                stream: &$crate::push::PushStream,
+                now_ms: i64,
+                max_batches: u32,
+            ) -> Result<Option<u32>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.begin_write().await?;
+                // Locks the stream row: only the claim holder seals, one transaction at a time.
+                let held = sqlx::query(
+                    "UPDATE subscriptions SET sealed_at_ms = $4 \
+                     WHERE platform_id = $1 AND kind = $2 AND claimed_by = $3",
+                )
+                .bind(stream.platform_id.0)
+                .bind(stream.kind.code())
+                .bind(&stream.claim)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if held.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let per_batch = i64::from(stream.kind.rows_per_batch());
+                let waiting: i64 = sqlx::query(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM push_outbox \
+                     WHERE platform_id = $1 AND kind = $2 AND batch_id IS NULL LIMIT $3) waiting",
+                )
+                .bind(stream.platform_id.0)
+                .bind(stream.kind.code())
+                .bind(per_batch * i64::from(max_batches))
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+                let batches = (waiting.max(0) as u64).div_ceil(per_batch as u64) as u32;
+                let mut made = 0;
+                while made < batches {
+                    let batch_id: i64 = sqlx::query(
+                        "INSERT INTO push_batches (platform_id, kind, status, row_count, attempts, \
+                         next_attempt_at_ms, created_at_ms) VALUES ($1, $2, 0, 0, 0, $3, $3) RETURNING id",
+                    )
+                    .bind(stream.platform_id.0)
+                    .bind(stream.kind.code())
+                    .bind(now_ms)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                    let taken = sqlx::query(
+                        "UPDATE push_outbox SET batch_id = $1 WHERE id IN (SELECT id FROM push_outbox \
+                         WHERE platform_id = $2 AND kind = $3 AND batch_id IS NULL ORDER BY id LIMIT $4)",
+                    )
+                    .bind(batch_id)
+                    .bind(stream.platform_id.0)
+                    .bind(stream.kind.code())
+                    .bind(per_batch)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as i64;
+                    if taken == 0 {
+                        sqlx::query("DELETE FROM push_batches WHERE id = $1").bind(batch_id).execute(&mut *tx).await?;
+                        break;
+                    }
+                    sqlx::query("UPDATE push_batches SET row_count = $2 WHERE id = $1")
+                        .bind(batch_id)
+                        .bind(taken)
+                        .execute(&mut *tx)
+                        .await?;
+                    made += 1;
+                    if taken < per_batch {
+                        break;
+                    }
+                }
+                tx.commit().await?;
+                Ok(Some(made))
+            }
+
+            async fn head_push_batch(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                kind: $crate::push::PushKind,
+            ) -> Result<Option<$crate::push::PushBatch>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let row = sqlx::query(
+                    "SELECT id, attempts, next_attempt_at_ms FROM push_batches \
+                     WHERE platform_id = $1 AND kind = $2 AND status = 0 ORDER BY id LIMIT 1",
+                )
+                .bind(platform_id.0)
+                .bind(kind.code())
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(|row| {
+                    Ok($crate::push::PushBatch {
+                        id: row.try_get(0)?,
+                        attempts: row.try_get::<i64, _>(1)?.clamp(0, i64::from(u32::MAX)) as u32,
+                        next_attempt_at_ms: row.try_get(2)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn push_payload(
+                &self,
+                batch_id: i64,
+            ) -> Result<$crate::push::PushPayload, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let kind: Option<i64> = sqlx::query("SELECT kind FROM push_batches WHERE id = $1")
+                    .bind(batch_id)
+                    .fetch_optional(self.reader())
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()?;
+                let kind = kind.ok_or_else(|| $crate::store::StoreError::Corrupt(format!("no push batch {batch_id}")))?;
+                match $crate::push::PushKind::from_code(kind) {
+                    Some($crate::push::PushKind::Bills) => {
+                        let rows = sqlx::query(
+                            "SELECT o.sub_cid, o.equity_cid, o.transaction_id, o.parent_transaction_id, o.point_a, \
+                             o.point_b, o.converted_reduction, o.transaction_time_ms, o.settled_at_ms, \
+                             o.transaction_type FROM push_outbox p JOIN orders o ON o.id = p.order_id \
+                             WHERE p.batch_id = $1 ORDER BY p.id",
+                        )
+                        .bind(batch_id)
+                        .fetch_all(self.reader())
+                        .await?;
+                        Ok($crate::push::PushPayload::Bills(
+                            rows.iter().map(Self::bill_from_row).collect::<Result<_, _>>()?,
+                        ))
+                    }
+                    Some($crate::push::PushKind::Authorization) => {
+                        let row = sqlx::query("SELECT sub_cid, auth_type FROM push_outbox WHERE batch_id = $1")
+                            .bind(batch_id)
+                            .fetch_one(self.reader())
+                            .await?;
+                        Ok($crate::push::PushPayload::Authorization {
+                            cid: $crate::store::sql::stored_id(row.try_get(0)?, $crate::ids::SubCid::new)?,
+                            change: row.try_get(1)?,
+                        })
+                    }
+                    None => Err($crate::store::StoreError::Corrupt(format!("push batch {batch_id} of type {kind}"))),
+                }
+            }
+
+            async fn record_push_delivered(&self, batch_id: i64, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE push_batches SET status = 1, delivered_at_ms = $2 WHERE id = $1 AND status = 0",
+                )
+                .bind(batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(updated.rows_affected() == 1)
+            }
+
+            async fn record_push_failed(
+                &self,
+                batch_id: i64,
+                attempts_before: u32,
+                error: &str,
+                retry_at_ms: i64,
+            ) -> Result<$crate::push::AttemptOutcome, $crate::store::StoreError> {
+                let attempts = attempts_before.saturating_add(1);
+                let dead = attempts >= $crate::push::MAX_ATTEMPTS;
+                let error: String = error.chars().take(1000).collect();
+                let mut tx = self.begin_write().await?;
+                let updated = sqlx::query(
+                    "UPDATE push_batches SET attempts = $3, last_error = $4, status = $5, next_attempt_at_ms = $6 \
+                     WHERE id = $1 AND status = 0 AND attempts = $2",
+                )
+                .bind(batch_id)
+                .bind(i64::from(attempts_before))
+                .bind(i64::from(attempts))
+                .bind(&error)
+                .bind(if dead { $crate::push::BatchStatus::Dead.code() } else { $crate::push::BatchStatus::Pending.code() })
+                .bind(retry_at_ms)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(if updated.rows_affected() == 0 {
+                    $crate::push::AttemptOutcome::Stale
+                } else if dead {
+                    $crate::push::AttemptOutcome::DeadLettered
+                } else {
+                    $crate::push::AttemptOutcome::RetryAt(retry_at_ms)
+                })
+            }
+
+            async fn push_batches(
+                &self,
+                filter: $crate::push::BatchFilter,
+                limit: u32,
+            ) -> Result<Vec<$crate::push::PushBatchInfo>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT b.id, b.platform_id, p.app_id, b.kind, b.status, b.row_count, b.attempts, \
+                     b.created_at_ms, b.next_attempt_at_ms, b.delivered_at_ms, b.last_error \
+                     FROM push_batches b JOIN platforms p ON p.id = b.platform_id \
+                     WHERE $1 = 0 OR b.status = $1 ORDER BY b.id DESC LIMIT $2",
+                )
+                .bind(match filter {
+                    $crate::push::BatchFilter::All => 0,
+                    $crate::push::BatchFilter::Dead => $crate::push::BatchStatus::Dead.code(),
+                })
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let kind: i64 = row.try_get(3)?;
+                        let status: i64 = row.try_get(4)?;
+                        Ok($crate::push::PushBatchInfo {
+                            id: row.try_get(0)?,
+                            platform_id: $crate::ids::PlatformId(row.try_get(1)?),
+                            app_id: row.try_get(2)?,
+                            kind: $crate::push::PushKind::from_code(kind).ok_or_else(|| {
+                                $crate::store::StoreError::Corrupt(format!("push batch of type {kind}"))
+                            })?,
+                            status: $crate::push::BatchStatus::from_code(status).ok_or_else(|| {
+                                $crate::store::StoreError::Corrupt(format!("push batch of status {status}"))
+                            })?,
+                            rows: row.try_get::<i64, _>(5)?.max(0) as u64,
+                            attempts: row.try_get::<i64, _>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
+                            created_at_ms: row.try_get(7)?,
+                            next_attempt_at_ms: row.try_get(8)?,
+                            delivered_at_ms: row.try_get(9)?,
+                            last_error: row.try_get(10)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn requeue_push_batch(
+                &self,
+                batch_id: i64,
+                now_ms: i64,
+            ) -> Result<$crate::push::RequeueOutcome, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut tx = self.begin_write().await?;
+                let requeued = sqlx::query(
+                    "UPDATE push_batches SET status = 0, attempts = 0, next_attempt_at_ms = $2 \
+                     WHERE id = $1 AND status = 2",
+                )
+                .bind(batch_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                if requeued.rows_affected() == 1 {
+                    tx.commit().await?;
+                    return Ok($crate::push::RequeueOutcome::Requeued);
+                }
+                let status: Option<i64> = sqlx::query("SELECT status FROM push_batches WHERE id = $1")
+                    .bind(batch_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get(0))
+                    .transpose()?;
+                Ok(match status.map($crate::push::BatchStatus::from_code) {
+                    None => $crate::push::RequeueOutcome::Unknown,
+                    Some(Some(status)) => $crate::push::RequeueOutcome::NotDead(status),
+                    Some(None) => {
+                        return Err($crate::store::StoreError::Corrupt(format!("push batch {batch_id} status")));
+                    }
+                })
+            }
+
+            async fn push_backlog(&self) -> Result<Vec<$crate::push::PushBacklog>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut backlog = std::collections::BTreeMap::<(i64, i64), $crate::push::PushBacklog>::new();
+                let entry = |backlog: &mut std::collections::BTreeMap<(i64, i64), $crate::push::PushBacklog>,
+                             platform_id: i64,
+                             kind: i64|
+                 -> Result<(), $crate::store::StoreError> {
+                    let kind_code = kind;
+                    let kind = $crate::push::PushKind::from_code(kind)
+                        .ok_or_else(|| $crate::store::StoreError::Corrupt(format!("push of type {kind}")))?;
+                    backlog.entry((platform_id, kind_code)).or_insert($crate::push::PushBacklog {
+                        platform_id: $crate::ids::PlatformId(platform_id),
+                        kind,
+                        pending_rows: 0,
+                        oldest_pending_at_ms: None,
+                        dead_batches: 0,
+                    });
+                    Ok(())
+                };
+                for row in sqlx::query(
+                    "SELECT platform_id, kind, COUNT(*), MIN(created_at_ms) FROM ( \
+                       SELECT platform_id, kind, created_at_ms FROM push_outbox WHERE batch_id IS NULL \
+                       UNION ALL \
+                       SELECT o.platform_id, o.kind, o.created_at_ms FROM push_batches b \
+                       JOIN push_outbox o ON o.batch_id = b.id WHERE b.status = 0 \
+                     ) waiting GROUP BY platform_id, kind",
+                )
+                .fetch_all(self.reader())
+                .await?
+                {
+                    let key: (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                    entry(&mut backlog, key.0, key.1)?;
+                    if let Some(item) = backlog.get_mut(&key) {
+                        item.pending_rows = row.try_get::<i64, _>(2)?.max(0) as u64;
+                        item.oldest_pending_at_ms = row.try_get(3)?;
+                    }
+                }
+                for row in sqlx::query(
+                    "SELECT platform_id, kind, COUNT(*) FROM push_batches WHERE status = 2 GROUP BY platform_id, kind",
+                )
+                .fetch_all(self.reader())
+                .await?
+                {
+                    let key: (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                    entry(&mut backlog, key.0, key.1)?;
+                    if let Some(item) = backlog.get_mut(&key) {
+                        item.dead_batches = row.try_get::<i64, _>(2)?.max(0) as u64;
+                    }
+                }
+                Ok(backlog.into_values().collect())
             }
         }
     };

@@ -53,6 +53,10 @@ impl SqliteStore {
         Ok(SqliteStore { writer, reader })
     }
 
+    /// How claimed push streams are locked: not at all, since SQLite has one writer at a time
+    /// and the claim runs inside a write transaction, so no other writer can claim meanwhile.
+    const CLAIM_LOCK: &'static str = "";
+
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }

@@ -1,7 +1,7 @@
 //! The admin API under `/admin/v1`: the operator operations of the CLI over HTTP, through the
 //! same functions (`crate::ops`). Bearer token `CARBON_ADMIN_TOKEN`; absent when it is unset.
 
-use axum::extract::{Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -33,6 +33,8 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/plugins/activate", post(activate_plugin))
         .route("/plugins/rollback", post(rollback_plugin))
         .route("/plugins/config", post(configure_plugin))
+        .route("/pushes", get(list_pushes))
+        .route("/pushes/{id}/requeue", post(requeue_push))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
 }
@@ -177,6 +179,7 @@ async fn cancel_authorization(
     JsonBody(body): JsonBody<CancelRequest>,
 ) -> Result<Response, ApiError> {
     ops::cancel_authorization(&state.engine, body.platform, body.cid).await?;
+    state.push_wake.notify_one();
     Ok(ok::<()>(None))
 }
 
@@ -322,5 +325,47 @@ async fn configure_plugin(
 ) -> Result<Response, ApiError> {
     ops::plugin_configure(&state.engine, &state.plugins, body.platform, body.version, &body.config).await?;
     refresh(&state).await?;
+    Ok(ok::<()>(None))
+}
+
+#[derive(Deserialize)]
+struct PushQuery {
+    dead: Option<bool>,
+    limit: Option<u32>,
+}
+
+/// `GET /admin/v1/pushes?dead=true&limit=100`: batches, newest first.
+async fn list_pushes(
+    State(state): State<AppState>,
+    query: Result<Query<PushQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|err| ApiError::invalid("query", err))?;
+    let batches = ops::list_pushes(&state.engine, query.dead.unwrap_or(false), query.limit.unwrap_or(100)).await?;
+    let list: Vec<_> = batches
+        .iter()
+        .map(|batch| {
+            json!({
+                "id": batch.id,
+                "platformId": batch.platform_id.0,
+                "appId": batch.app_id,
+                "type": batch.kind.code(),
+                "status": batch.status.name(),
+                "rows": batch.rows,
+                "attempts": batch.attempts,
+                "createdAt": batch.created_at_ms,
+                "nextAttemptAt": batch.next_attempt_at_ms,
+                "deliveredAt": batch.delivered_at_ms,
+                "lastError": batch.last_error,
+            })
+        })
+        .collect();
+    Ok(ok(Some(json!({ "pushes": list }))))
+}
+
+/// `POST /admin/v1/pushes/{id}/requeue`: a dead-lettered batch goes out again.
+async fn requeue_push(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::invalid("id", "must be a batch number"))?;
+    ops::requeue_push(&state.engine, id).await?;
+    state.push_wake.notify_one();
     Ok(ok::<()>(None))
 }

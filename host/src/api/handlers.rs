@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Query, State};
 use axum::response::Response;
-use carbon_engine::bill::{Bill, BillQuery};
+use carbon_engine::bill::BillQuery;
 use carbon_engine::ids::{AppId, EquityCid, SubCid};
 use carbon_engine::order::OrderInput;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
@@ -16,6 +16,7 @@ use super::auth::{Caller, RequestHeaders, new_token};
 use super::body::JsonBody;
 use super::error::{ApiError, ok};
 use super::wire_time::parse_wire_time;
+use crate::wire::BillRow;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,6 +72,7 @@ pub async fn account_authorize(
     let master_cid = state.ca.resolve(&caller.platform, &cid).await.map_err(ApiError::internal)?;
     let master_cid = master_cid.ok_or_else(|| ApiError::from(carbon_engine::EngineError::UnknownCid))?;
     state.engine.authorize_resolved(&caller.platform, &cid, &master_cid).await?;
+    state.push_wake.notify_one();
     Ok(ok::<()>(None))
 }
 
@@ -107,41 +109,6 @@ pub struct BillRequest {
     end_time: String,
     page: Option<u32>,
     page_size: Option<u32>,
-}
-
-/// One bill row on the wire: the seed's fields plus the split by class.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct BillRow {
-    cid: String,
-    equity_cid: String,
-    transaction_id: String,
-    parent_transaction_id: Option<String>,
-    amount: String,
-    transaction_time: i64,
-    transaction_payment_time: i64,
-    transaction_type: String,
-    transaction_point_a: String,
-    transaction_point_b: String,
-    converted_reduction: String,
-}
-
-impl From<Bill> for BillRow {
-    fn from(bill: Bill) -> Self {
-        BillRow {
-            amount: bill.amount().to_string(),
-            cid: bill.cid.to_string(),
-            equity_cid: bill.equity_cid.to_string(),
-            transaction_id: bill.transaction_id,
-            parent_transaction_id: bill.parent_transaction_id,
-            transaction_time: bill.transaction_time_ms,
-            transaction_payment_time: bill.settled_at_ms,
-            transaction_type: bill.transaction_type,
-            transaction_point_a: bill.point_a.to_string(),
-            transaction_point_b: bill.point_b.to_string(),
-            converted_reduction: bill.converted_reduction.to_string(),
-        }
-    }
 }
 
 /// `POST /account/getPointsBillInfo`.
@@ -249,5 +216,7 @@ pub async fn subscribe(
         .put_subscription(caller.platform.id, body.kind, url.as_str(), carbon_engine::now_ms())
         .await
         .map_err(ApiError::internal)?;
+    // Whatever waited for this subscription goes out now.
+    state.push_wake.notify_one();
     Ok(ok::<()>(None))
 }

@@ -17,7 +17,9 @@ use carbon_engine::rules::registry::PluginRegistry;
 
 use crate::ca::{CaResolver, HttpCa, LocalCa};
 use crate::config::Config;
-use crate::keys::Decryptor;
+use carbon_engine::store::ServerKey;
+
+use crate::keys::{Decryptor, Signer};
 use crate::metrics::Metrics;
 use auth::RateLimiter;
 use error::ApiError;
@@ -40,18 +42,15 @@ pub struct AppState {
     pub ca: Arc<dyn CaResolver>,
     /// Every platform's rules plugin.
     pub plugins: Arc<PluginRegistry>,
-    decryptor: Arc<RwLock<Arc<Decryptor>>>,
+    /// Wakes this instance's push dispatcher (an authorization changed, a platform subscribed).
+    pub push_wake: Arc<tokio::sync::Notify>,
+    keys: Arc<RwLock<(Arc<Decryptor>, Arc<Signer>)>>,
     token_rate: Arc<RateLimiter>,
 }
 
 impl AppState {
-    /// State for `engine` under `config`, decrypting with `decryptor`.
-    pub fn new(
-        engine: Engine,
-        plugins: Arc<PluginRegistry>,
-        config: Config,
-        decryptor: Decryptor,
-    ) -> anyhow::Result<Self> {
+    /// State for `engine` under `config`, decrypting and signing with `key`.
+    pub fn new(engine: Engine, plugins: Arc<PluginRegistry>, config: Config, key: &ServerKey) -> anyhow::Result<Self> {
         let ca: Arc<dyn CaResolver> = match &config.ca_url {
             Some(url) => Arc::new(HttpCa::new(url)?),
             None => Arc::new(LocalCa(engine.clone())),
@@ -63,18 +62,26 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             token_rate: Arc::new(RateLimiter::new(config.token_rate_per_min)),
             config: Arc::new(config),
-            decryptor: Arc::new(RwLock::new(Arc::new(decryptor))),
+            push_wake: Arc::new(tokio::sync::Notify::new()),
+            keys: Arc::new(RwLock::new((Arc::new(Decryptor::new(key)?), Arc::new(Signer::new(key)?)))),
         })
     }
 
     /// The current decryptor.
     pub fn decryptor(&self) -> Arc<Decryptor> {
-        self.decryptor.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).0.clone()
     }
 
-    /// Swaps in a new key (after `carbon-host keygen` rotated it).
-    pub fn set_decryptor(&self, decryptor: Decryptor) {
-        *self.decryptor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(decryptor);
+    /// The current push signer.
+    pub fn signer(&self) -> Arc<Signer> {
+        self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner()).1.clone()
+    }
+
+    /// Swaps in a new key pair (after `carbon-host keygen` rotated it).
+    pub fn set_key(&self, key: &ServerKey) -> anyhow::Result<()> {
+        let keys = (Arc::new(Decryptor::new(key)?), Arc::new(Signer::new(key)?));
+        *self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = keys;
+        Ok(())
     }
 }
 
@@ -103,8 +110,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The process's counters, and the push backlog of the whole database (every instance).
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> String {
-    state.metrics.render()
+    let backlog = state.engine.store().push_backlog().await.unwrap_or_else(|err| {
+        tracing::warn!(%err, "cannot read the push backlog for /metrics");
+        Vec::new()
+    });
+    state.metrics.render_with_backlog(&backlog, carbon_engine::now_ms())
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
