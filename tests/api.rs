@@ -24,6 +24,7 @@ on_both_backends!(
     the_admin_api_offers_the_operator_operations,
     metrics_and_health_are_served,
     an_http_ca_resolves_cids,
+    openapi_document_lists_every_endpoint,
 );
 
 /// A server with one platform, one linked provider and one person (cid `c-1`) mapped to
@@ -454,4 +455,78 @@ async fn an_http_ca_resolves_cids(db: TestDb) {
     assert_eq!(m.post("/auth/accountAuthorize", json!({ "cid": "c-1" })).await.code(), 40401);
     let broken = m.post("/auth/accountAuthorize", json!({ "cid": "broken" })).await;
     assert_eq!((broken.status, broken.code(), broken.msg()), (500, 50001, "internal error"));
+}
+
+/// `GET /openapi.json` describes every endpoint with its method, headers and body schema.
+async fn openapi_document_lists_every_endpoint(db: TestDb) {
+    let server = Server::start(db, Config::default()).await;
+    let response = reqwest::get(format!("{}/openapi.json", server.base)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let document: Value = response.json().await.unwrap();
+    let version = document["openapi"].as_str().unwrap_or("");
+    assert!(version.starts_with("3."), "openapi = {version:?}");
+    // A `$ref` resolved within the document.
+    let resolve = |schema: &Value| match schema["$ref"].as_str() {
+        Some(reference) => document.pointer(reference.trim_start_matches('#')).expect("$ref resolves").clone(),
+        None => schema.clone(),
+    };
+    let endpoints = [
+        ("post", "/auth/getAccessToken"),
+        ("get", "/auth/equity/licenseAgreement"),
+        ("post", "/auth/accountAuthorize"),
+        ("get", "/auth/getReductionScene"),
+        ("post", "/account/getPointInfo"),
+        ("post", "/account/getPointsBillInfo"),
+        ("post", "/transaction/orderSettel"),
+        ("post", "/subscribe"),
+    ];
+    assert_eq!(document["paths"].as_object().unwrap().len(), endpoints.len(), "{}", document["paths"]);
+    for (method, path) in endpoints {
+        let operation = &document["paths"][format!("{}{path}", carbon_e2e::API)][method];
+        assert!(operation.is_object(), "{method} {path} missing");
+        let parameters = operation["parameters"].as_array().unwrap();
+        let named = |name: &str, place: &str| {
+            parameters.iter().find(|parameter| parameter["name"] == name && parameter["in"] == place).cloned()
+        };
+        let request_id = named("transactionId", "header").unwrap_or_else(|| panic!("{path}: no transactionId"));
+        assert_eq!(
+            (request_id["required"].clone(), request_id["schema"]["format"].clone()),
+            (json!(true), json!("uuid"))
+        );
+        let timestamp = named("timestamp", "header").unwrap_or_else(|| panic!("{path}: no timestamp"));
+        assert_eq!(timestamp["schema"]["format"], "int64", "{path}");
+        let authenticated = path != "/auth/getAccessToken";
+        assert_eq!(named("Authorization", "header").is_some(), authenticated, "{path}");
+        assert_eq!(operation["security"].is_array(), authenticated, "{path}");
+        let success = resolve(&operation["responses"]["200"]["content"]["application/json"]["schema"]);
+        assert_eq!(success["required"], json!(["code", "msg", "content"]), "{path}");
+        for status in ["400", "409", "500"] {
+            assert!(operation["responses"][status].is_object(), "{path}: no {status} answer");
+        }
+        assert_eq!(method == "post", operation["requestBody"]["required"] == json!(true), "{path}");
+    }
+    let scenes = &document["paths"][format!("{}/auth/getReductionScene", carbon_e2e::API)]["get"];
+    assert!(
+        scenes["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "cid" && p["in"] == "query"),
+        "getReductionScene has its cid query parameter"
+    );
+    assert_eq!(document["components"]["securitySchemes"]["token"]["name"], "Authorization");
+
+    let settle = &document["paths"][format!("{}/transaction/orderSettel", carbon_e2e::API)]["post"];
+    let order = resolve(&settle["requestBody"]["content"]["application/json"]["schema"]);
+    let required: Vec<&str> = order["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for field in ["cid", "equityCid", "transactionId", "transactionTime", "transactionType", "data"] {
+        assert!(required.contains(&field), "{field} not required in {order}");
+    }
+    for field in ["parentTransactionId", "transactionPointA", "transactionPointB", "type"] {
+        assert!(!required.contains(&field), "{field} is optional");
+    }
+    assert_eq!(order["properties"]["transactionPointA"]["pattern"], r"^-?[0-9]{1,13}(\.[0-9]{1,2})?$");
+    assert_eq!(
+        (order["properties"]["data"]["minItems"].clone(), order["properties"]["data"]["maxItems"].clone()),
+        (json!(1), json!(100))
+    );
+    for status in ["403", "404", "422", "503"] {
+        assert!(settle["responses"][status].is_object(), "orderSettel: no {status} answer");
+    }
 }

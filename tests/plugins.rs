@@ -26,6 +26,7 @@ on_both_backends!(
     activation_and_rollback_while_orders_are_in_flight,
     a_restart_keeps_the_active_version_without_recompiling,
     the_template_authors_copy_works,
+    the_admin_api_manages_plugins,
 );
 
 fn order(transaction_type: &str, a: &str, b: &str, auto_convert: bool) -> Order {
@@ -219,7 +220,8 @@ async fn a_transit_plugin_converts_reductions_with_a_cap(db: TestDb) {
 async fn hostile_plugins_fail_only_their_own_orders(db: TestDb) {
     let f = Arc::new(fixture(db).await);
     // (behaviour, fuel, expected code): fuel is lifted for `loop-deadline` so that the
-    // wall-clock deadline, not fuel, stops it.
+    // wall-clock deadline (100 ms), not fuel, stops it. The other cases get a 1 s deadline so
+    // that a loaded machine cannot turn an oversized answer into a missed deadline.
     let cases = [
         ("loop", None, 50301),
         ("loop-deadline", Some(1u64 << 50), 50301),
@@ -233,7 +235,8 @@ async fn hostile_plugins_fail_only_their_own_orders(db: TestDb) {
     ];
     for (index, (behaviour, fuel, expected)) in cases.into_iter().enumerate() {
         let config = behaviour.trim_end_matches("-deadline");
-        f.install("hostile", config, StoredLimits { fuel, ..StoredLimits::default() }).await;
+        let deadline_ms = Some(if fuel.is_some() { 100 } else { 1000 });
+        f.install("hostile", config, StoredLimits { fuel, deadline_ms, ..StoredLimits::default() }).await;
         // Another platform settles concurrently and never notices.
         let neighbour = {
             let f = f.clone();
@@ -322,4 +325,143 @@ async fn the_template_authors_copy_works(db: TestDb) {
     assert_eq!(f.settle(body("t-3", "toy", "1", "0", 1)).await, 42202);
     let sql = "SELECT CAST(converted_reduction AS TEXT) FROM orders WHERE transaction_id = 't-2'";
     assert_eq!(f.server.db.text(sql).await.as_deref(), Some("100"));
+}
+
+/// The `carbon-host` binary next to this test's own (both are built by the test command).
+fn carbon_host_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/<profile>").join("carbon-host");
+    assert!(bin.exists(), "{} not built", bin.display());
+    bin
+}
+
+fn cli(db: &TestDb, args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(carbon_host_binary())
+        .args(args)
+        .env("CARBON_DATABASE_URL", &db.url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run carbon-host");
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_cli_checks_runs_and_manages_versions() {
+    let db = testing::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (mall, hostile) = (file("mall.wasm", &plugin("mall")), file("hostile.wasm", &plugin("hostile")));
+    let not_wasm = file("notes.txt", b"hello");
+    let coffee = file("coffee.toml", b"transaction_types = [\"coffee\"]\na_per_b = \"0.5\"\n");
+    let tea = file("tea.toml", b"transaction_types = [\"tea\"]\n");
+    let order = file(
+        "order.json",
+        json!({
+            "cid": "c-1", "equityCid": "shop-1", "transactionId": "o-1", "transactionPointA": "10",
+            "transactionTime": "2024-04-09 10:30:30", "transactionType": "coffee", "type": 1, "data": ["latte"],
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    let balances = file("balances.json", br#"{"pointA": "4", "pointB": "100", "reductionKg": "1"}"#);
+
+    let (ok, out) = cli(&db, &["plugin", "check", &mall]);
+    assert!(ok && out.contains("export   carbon:rules/rules@0.1.0") && out.contains("ok: implements"), "{out}");
+    let (ok, out) = cli(&db, &["plugin", "check", &not_wasm]);
+    assert!(!ok && out.contains("not a rules plugin"), "{out}");
+
+    let (ok, out) =
+        cli(&db, &["plugin", "run", &mall, "--order", &order, "--balances", &balances, "--config", &coffee]);
+    assert!(ok, "{out}");
+    assert!(out.contains("validate-transaction-type:\n  answer  Ok(())"), "{out}");
+    // 6 A short at 0.5 A per B: 12 B.
+    assert!(out.contains("spend: 1200, receive: 600"), "{out}");
+    assert!(out.contains("fuel") && out.contains("[info] paying 600 A with 1200 B"), "{out}");
+    let loop_config = file("loop.txt", b"loop");
+    let (ok, out) =
+        cli(&db, &["plugin", "run", &hostile, "--order", &order, "--balances", &balances, "--config", &loop_config]);
+    assert!(ok && out.contains("FAILED") && out.contains("out of fuel"), "{out}");
+
+    assert!(cli(&db, &["platform", "add", "--name", "Mall", "--app-id", "mall"]).0);
+    let (ok, out) =
+        cli(&db, &["plugin", "install", "--platform", "mall", &mall, "--config-file", &coffee, "--activate"]);
+    assert!(ok && out.contains("installed version 1 and put it in force"), "{out}");
+    let (ok, out) =
+        cli(&db, &["plugin", "install", "--platform", "mall", &mall, "--config-file", &tea, "--fuel", "2000000"]);
+    assert!(ok && out.contains("installed version 2\n"), "{out}");
+    let (ok, out) = cli(&db, &["plugin", "install", "--platform", "mall", &not_wasm]);
+    assert!(!ok && out.contains("wasm"), "{out}");
+    let (_, out) = cli(&db, &["plugin", "list", "--platform", "mall"]);
+    assert!(out.contains("*       1") && out.contains("        2"), "{out}");
+    assert!(cli(&db, &["plugin", "activate", "--platform", "mall", "--version", "2"]).1.contains("version 2 in force"));
+    let (ok, out) = cli(&db, &["plugin", "activate", "--platform", "mall", "--version", "9"]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    assert!(cli(&db, &["plugin", "rollback", "--platform", "mall"]).1.contains("version 1 in force"));
+    assert!(cli(&db, &["plugin", "config", "--platform", "mall", "--version", "1", "--file", &tea]).0);
+    assert!(cli(&db, &["plugin", "activate", "--platform", "mall", "--builtin"]).1.contains("built-in rules in force"));
+
+    // What the CLI stored is what a server puts in force.
+    let registry = PluginRegistry::new(db.store.clone(), PluginLimits::default()).unwrap();
+    let engine = carbon_e2e::carbon_engine::Engine::with_default_rules(db.store.clone());
+    let platform = engine.platform(&carbon_e2e::carbon_engine::ids::AppId::new("mall").unwrap()).await.unwrap();
+    let listed = registry.list(&platform).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|l| !l.active), "built-in rules in force");
+    assert_eq!(listed[0].version.config, "transaction_types = [\"tea\"]\n");
+    assert_eq!(listed[1].version.limits.fuel, Some(2_000_000));
+}
+
+async fn the_admin_api_manages_plugins(db: TestDb) {
+    use base64::Engine as _;
+    const ADMIN: &str = "plugin-admin-token-0123";
+    let server = Server::start(db, Config { admin_token: Some(ADMIN.into()), ..Config::default() }).await;
+    let mall = server
+        .engine
+        .add_platform("mall", Some(carbon_e2e::carbon_engine::ids::AppId::new("mall").unwrap()))
+        .await
+        .unwrap();
+    let admin = |method: &'static str, path: &'static str, body: Option<Value>| {
+        let server = &server;
+        async move {
+            let headers = vec![("Authorization".to_owned(), format!("Bearer {ADMIN}"))];
+            server.send(method, path, None, headers, body.map(|body| body.to_string())).await
+        }
+    };
+    let wasm = base64::engine::general_purpose::STANDARD.encode(plugin("mall"));
+    let install =
+        json!({ "platform": "mall", "wasmBase64": wasm, "config": "transaction_types = [\"tea\"]", "activate": true });
+    let answer = admin("POST", "/admin/v1/plugins", Some(install)).await;
+    assert_eq!(answer.body["content"]["version"], 1, "{answer:?}");
+    use carbon_e2e::carbon_engine::rules::RulesSource;
+    let rules = server.plugins.rules_for(&mall).await.unwrap();
+    assert!(rules.validate_transaction_type("tea").await.is_ok(), "in force on this instance at once");
+    let bad = json!({ "platform": "mall", "wasmBase64": base64::engine::general_purpose::STANDARD.encode(b"nope") });
+    let answer = admin("POST", "/admin/v1/plugins", Some(bad)).await;
+    assert_eq!(answer.code(), 40001, "{answer:?}");
+    let config = json!({ "platform": "mall", "version": 1, "config": "transaction_types = [\"coffee\"]" });
+    assert_eq!(admin("POST", "/admin/v1/plugins/config", Some(config)).await.code(), 200);
+    let rules = server.plugins.rules_for(&mall).await.unwrap();
+    assert!(rules.validate_transaction_type("coffee").await.is_ok());
+    let builtin = json!({ "platform": "mall", "version": null });
+    assert_eq!(admin("POST", "/admin/v1/plugins/activate", Some(builtin)).await.code(), 200);
+    assert_eq!(server.plugins.rules_for(&mall).await.unwrap().version(), None);
+    let rolled = admin("POST", "/admin/v1/plugins/rollback", Some(json!({ "platform": "mall" }))).await;
+    assert_eq!(rolled.body["content"]["version"], 1);
+    let listed = server
+        .send(
+            "GET",
+            "/admin/v1/plugins?platform=mall",
+            None,
+            vec![("Authorization".into(), format!("Bearer {ADMIN}"))],
+            None,
+        )
+        .await;
+    assert_eq!(listed.body["content"]["versions"][0]["active"], true, "{listed:?}");
+    let missing = admin("POST", "/admin/v1/plugins/activate", Some(json!({ "platform": "mall", "version": 7 }))).await;
+    assert_eq!((missing.status, missing.code()), (404, 40400));
 }

@@ -30,9 +30,9 @@ pub struct Cli {
     /// Database URL: sqlite://FILE (default sqlite://carbon.db) or postgres://…
     #[arg(long, global = true, env = "CARBON_DATABASE_URL")]
     pub database_url: Option<String>,
-    /// Configuration file (default: ./carbon-host.toml when present).
-    #[arg(long, global = true)]
-    pub config: Option<PathBuf>,
+    /// The server's configuration file (default: ./carbon-host.toml when present).
+    #[arg(long = "host-config", global = true, value_name = "FILE")]
+    pub host_config: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -351,7 +351,7 @@ pub enum LicenseCommand {
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.config.as_deref(), |name| std::env::var(name).ok())?;
+    let mut config = Config::load(cli.host_config.as_deref(), |name| std::env::var(name).ok())?;
     if let Some(url) = cli.database_url {
         config.database_url = url;
     }

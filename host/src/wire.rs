@@ -5,7 +5,7 @@ use serde::Serialize;
 
 /// One bill row on the wire: the seed's fields plus the split by class. The same shape in
 /// `getPointsBillInfo` answers and in bill pushes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BillRow {
     cid: String,

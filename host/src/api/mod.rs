@@ -6,6 +6,7 @@ mod body;
 pub mod error;
 mod handlers;
 mod observe;
+mod openapi;
 mod wire_time;
 
 use std::sync::{Arc, RwLock};
@@ -85,7 +86,7 @@ impl AppState {
     }
 }
 
-/// The router of the platform API and the health endpoints.
+/// The router of the platform API, its OpenAPI document and the health endpoints.
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/auth/getAccessToken", post(handlers::get_access_token))
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .nest(BASE_PATH, api)
         .route("/healthz", get(|| async { "ok" }))
+        .route("/openapi.json", get(openapi::serve))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics));
     if state.config.admin_token.is_some() {
