@@ -49,16 +49,28 @@ impl Decryptor {
     }
 
     /// Decrypts a base64 RSA ciphertext sent with PKCS#1 v1.5 padding (what a stock Java
-    /// `Cipher.getInstance("RSA")` sends) or OAEP-SHA256, into UTF-8 text. `None` for any
-    /// failure, deliberately without saying which.
+    /// `Cipher.getInstance("RSA")` sends) or OAEP with SHA-256 — with MGF1 over SHA-256, or over
+    /// SHA-1 as Java's `RSA/ECB/OAEPWithSHA-256AndMGF1Padding` does by default — into UTF-8
+    /// text. `None` for any failure, deliberately without saying which.
     pub fn decrypt_text(&self, base64_ciphertext: &str) -> Option<String> {
-        let ciphertext = base64::engine::general_purpose::STANDARD.decode(base64_ciphertext.trim()).ok()?;
-        let plain = self
-            .private
-            .decrypt(Pkcs1v15Encrypt, &ciphertext)
-            .or_else(|_| self.private.decrypt(Oaep::new::<sha2::Sha256>(), &ciphertext))
-            .ok()?;
-        String::from_utf8(plain).ok()
+        self.candidates(base64_ciphertext).into_iter().next()
+    }
+
+    /// Every reading of the ciphertext under the accepted paddings. A ciphertext made with one
+    /// padding passes another's check by chance about once in 65,000 tries; the caller keeps
+    /// the reading that names a registered platform.
+    pub fn candidates(&self, base64_ciphertext: &str) -> Vec<String> {
+        let Ok(ciphertext) = base64::engine::general_purpose::STANDARD.decode(base64_ciphertext.trim()) else {
+            return Vec::new();
+        };
+        [
+            self.private.decrypt(Pkcs1v15Encrypt, &ciphertext),
+            self.private.decrypt(Oaep::new::<sha2::Sha256>(), &ciphertext),
+            self.private.decrypt(Oaep::new_with_mgf_hash::<sha2::Sha256, sha1::Sha1>(), &ciphertext),
+        ]
+        .into_iter()
+        .filter_map(|plain| String::from_utf8(plain.ok()?).ok())
+        .collect()
     }
 }
 

@@ -27,7 +27,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(deserializer).map_err(|err| {
         let path = err.path().to_string();
-        let field = if path == "." { "body".to_owned() } else { path };
+        let field = if path == "." || path == "?" || path.is_empty() { "body".to_owned() } else { path };
         ApiError::invalid(&field, err.into_inner())
     })
 }
@@ -53,5 +53,7 @@ mod tests {
         assert!(err.msg.contains("missing field `cid`"), "{}", err.msg);
         let err = decode::<Order>(b"not json").unwrap_err();
         assert_eq!(err.code, 40001);
+        let err = decode::<Order>(b"{oops").unwrap_err();
+        assert!(err.msg.starts_with("invalid parameter body:"), "{}", err.msg);
     }
 }

@@ -67,10 +67,15 @@ pub async fn get_access_token(
 ) -> Result<Response, ApiError> {
     state.token_rate.check(peer.ip())?;
     let refused = || ApiError::new(40103, "appId cannot be decrypted or is not a registered platform");
-    let app_id = state.decryptor().decrypt_text(&body.app_id).ok_or_else(refused)?;
-    let app_id = AppId::new(app_id).map_err(|_| refused())?;
-    let platform = state.engine.store().platform_by_app_id(&app_id).await.map_err(ApiError::internal)?;
-    let platform = platform.ok_or_else(refused)?;
+    let mut found = None;
+    for candidate in state.decryptor().candidates(&body.app_id) {
+        let Ok(app_id) = AppId::new(candidate) else { continue };
+        found = state.engine.store().platform_by_app_id(&app_id).await.map_err(ApiError::internal)?;
+        if found.is_some() {
+            break;
+        }
+    }
+    let platform = found.ok_or_else(refused)?;
     let (token, hash) = new_token();
     let expire_time = carbon_engine::now_ms() + state.config.token_ttl_secs as i64 * 1000;
     state.engine.store().insert_access_token(&hash, platform.id, expire_time).await.map_err(ApiError::internal)?;
