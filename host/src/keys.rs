@@ -48,15 +48,10 @@ impl Decryptor {
         Ok(Decryptor { private: RsaPrivateKey::from_pkcs8_pem(&key.private_key_pem)? })
     }
 
-    /// Decrypts a base64 RSA ciphertext sent with PKCS#1 v1.5 padding (what a stock Java
-    /// `Cipher.getInstance("RSA")` sends) or OAEP with SHA-256 — with MGF1 over SHA-256, or over
-    /// SHA-1 as Java's `RSA/ECB/OAEPWithSHA-256AndMGF1Padding` does by default — into UTF-8
-    /// text. `None` for any failure, deliberately without saying which.
-    pub fn decrypt_text(&self, base64_ciphertext: &str) -> Option<String> {
-        self.candidates(base64_ciphertext).into_iter().next()
-    }
-
-    /// Every reading of the ciphertext under the accepted paddings. A ciphertext made with one
+    /// Every reading of a base64 RSA ciphertext under the accepted paddings: PKCS#1 v1.5 (what a
+    /// stock Java `Cipher.getInstance("RSA")` sends) and OAEP with SHA-256 — with MGF1 over
+    /// SHA-256, or over SHA-1 as Java's `RSA/ECB/OAEPWithSHA-256AndMGF1Padding` does by
+    /// default — as UTF-8 text. Empty for any failure. A ciphertext made with one
     /// padding passes another's check by chance about once in 65,000 tries; the caller keeps
     /// the reading that names a registered platform.
     pub fn candidates(&self, base64_ciphertext: &str) -> Vec<String> {

@@ -58,6 +58,17 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            /// Runs one write statement in its own write transaction.
+            async fn write_one<'q>(
+                &self,
+                statement: sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>>,
+            ) -> Result<<$db as sqlx::Database>::QueryResult, $crate::store::StoreError> {
+                let mut tx = self.begin_write().await?;
+                let done = statement.execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(done)
+            }
+
             async fn insert_journal(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 kind: &str,
@@ -187,17 +198,13 @@ macro_rules! impl_sql_store {
                 name: &str,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
+                self.write_one(sqlx::query(
                     "INSERT INTO providers (equity_cid, name, created_at_ms) VALUES ($1, $2, $3) \
                      ON CONFLICT (equity_cid) DO UPDATE SET name = excluded.name",
                 )
                 .bind(equity_cid.as_str())
                 .bind(name)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -206,16 +213,12 @@ macro_rules! impl_sql_store {
                 platform_id: $crate::ids::PlatformId,
                 equity_cid: &$crate::ids::EquityCid,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
+                self.write_one(sqlx::query(
                     "INSERT INTO provider_links (platform_id, equity_cid) VALUES ($1, $2) \
                      ON CONFLICT (platform_id, equity_cid) DO NOTHING",
                 )
                 .bind(platform_id.0)
-                .bind(equity_cid.as_str())
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(equity_cid.as_str())).await?;
                 Ok(())
             }
 
@@ -755,14 +758,10 @@ macro_rules! impl_sql_store {
                 key: &$crate::store::ServerKey,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO server_keys (private_key_pem, public_key_pem, created_at_ms) VALUES ($1, $2, $3)")
+                self.write_one(sqlx::query("INSERT INTO server_keys (private_key_pem, public_key_pem, created_at_ms) VALUES ($1, $2, $3)")
                     .bind(&key.private_key_pem)
                     .bind(&key.public_key_pem)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                    .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -783,14 +782,10 @@ macro_rules! impl_sql_store {
                 platform_id: $crate::ids::PlatformId,
                 expires_at_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO access_tokens (token_sha256, platform_id, expires_at_ms) VALUES ($1, $2, $3)")
+                self.write_one(sqlx::query("INSERT INTO access_tokens (token_sha256, platform_id, expires_at_ms) VALUES ($1, $2, $3)")
                     .bind(token_sha256)
                     .bind(platform_id.0)
-                    .bind(expires_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                    .bind(expires_at_ms)).await?;
                 Ok(())
             }
 
@@ -815,18 +810,14 @@ macro_rules! impl_sql_store {
                 now_ms: i64,
                 expires_at_ms: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                let recorded = sqlx::query(
+                let recorded = self.write_one(sqlx::query(
                     "INSERT INTO request_ids (request_id, expires_at_ms) VALUES ($1, $3) \
                      ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
                      WHERE request_ids.expires_at_ms < $2",
                 )
                 .bind(request_id)
                 .bind(now_ms)
-                .bind(expires_at_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(expires_at_ms)).await?;
                 Ok(recorded.rows_affected() == 1)
             }
 
@@ -853,17 +844,13 @@ macro_rules! impl_sql_store {
                 license: &$crate::store::License,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
+                self.write_one(sqlx::query(
                     "INSERT INTO licenses (name, download_url, created_at_ms) VALUES ($1, $2, $3) \
                      ON CONFLICT (name) DO UPDATE SET download_url = excluded.download_url",
                 )
                 .bind(&license.name)
                 .bind(&license.download_url)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -933,14 +920,10 @@ macro_rules! impl_sql_store {
                 version: i64,
                 config: &str,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                let updated = sqlx::query("UPDATE plugin_versions SET config = $3 WHERE platform_id = $1 AND version = $2")
+                let updated = self.write_one(sqlx::query("UPDATE plugin_versions SET config = $3 WHERE platform_id = $1 AND version = $2")
                     .bind(platform_id.0)
                     .bind(version)
-                    .bind(config)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                    .bind(config)).await?;
                 Ok(updated.rows_affected() == 1)
             }
 
@@ -950,14 +933,10 @@ macro_rules! impl_sql_store {
                 version: Option<i64>,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query("INSERT INTO plugin_activations (platform_id, version, activated_at_ms) VALUES ($1, $2, $3)")
+                self.write_one(sqlx::query("INSERT INTO plugin_activations (platform_id, version, activated_at_ms) VALUES ($1, $2, $3)")
                     .bind(platform_id.0)
                     .bind(version)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
+                    .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -1011,8 +990,7 @@ macro_rules! impl_sql_store {
                 artifact_sha256: &str,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
+                self.write_one(sqlx::query(
                     "INSERT INTO plugin_artifacts (sha256, engine_hash, artifact, artifact_sha256, created_at_ms) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (sha256, engine_hash) DO NOTHING",
                 )
@@ -1020,10 +998,7 @@ macro_rules! impl_sql_store {
                 .bind(engine_hash)
                 .bind(artifact)
                 .bind(artifact_sha256)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -1034,8 +1009,7 @@ macro_rules! impl_sql_store {
                 notify_url: &str,
                 now_ms: i64,
             ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                sqlx::query(
+                self.write_one(sqlx::query(
                     "INSERT INTO subscriptions (platform_id, kind, notify_url, updated_at_ms) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (platform_id, kind) DO UPDATE \
                      SET notify_url = excluded.notify_url, updated_at_ms = excluded.updated_at_ms",
@@ -1043,10 +1017,7 @@ macro_rules! impl_sql_store {
                 .bind(platform_id.0)
                 .bind(kind)
                 .bind(notify_url)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms)).await?;
                 Ok(())
             }
 
@@ -1143,18 +1114,14 @@ macro_rules! impl_sql_store {
                 now_ms: i64,
                 lease_ms: i64,
             ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                let renewed = sqlx::query(
+                let renewed = self.write_one(sqlx::query(
                     "UPDATE subscriptions SET lease_until_ms = $4 \
                      WHERE platform_id = $1 AND kind = $2 AND claimed_by = $3",
                 )
                 .bind(stream.platform_id.0)
                 .bind(stream.kind.code())
                 .bind(&stream.claim)
-                .bind(now_ms.saturating_add(lease_ms))
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms.saturating_add(lease_ms))).await?;
                 Ok(renewed.rows_affected() == 1)
             }
 
@@ -1320,15 +1287,11 @@ macro_rules! impl_sql_store {
             }
 
             async fn record_push_delivered(&self, batch_id: i64, now_ms: i64) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
-                let updated = sqlx::query(
+                let updated = self.write_one(sqlx::query(
                     "UPDATE push_batches SET status = 1, delivered_at_ms = $2 WHERE id = $1 AND status = 0",
                 )
                 .bind(batch_id)
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(now_ms)).await?;
                 Ok(updated.rows_affected() == 1)
             }
 
@@ -1342,8 +1305,7 @@ macro_rules! impl_sql_store {
                 let attempts = attempts_before.saturating_add(1);
                 let dead = attempts >= $crate::push::MAX_ATTEMPTS;
                 let error: String = error.chars().take(1000).collect();
-                let mut tx = self.begin_write().await?;
-                let updated = sqlx::query(
+                let updated = self.write_one(sqlx::query(
                     "UPDATE push_batches SET attempts = $3, last_error = $4, status = $5, next_attempt_at_ms = $6 \
                      WHERE id = $1 AND status = 0 AND attempts = $2",
                 )
@@ -1352,10 +1314,7 @@ macro_rules! impl_sql_store {
                 .bind(i64::from(attempts))
                 .bind(&error)
                 .bind(if dead { $crate::push::BatchStatus::Dead.code() } else { $crate::push::BatchStatus::Pending.code() })
-                .bind(retry_at_ms)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .bind(retry_at_ms)).await?;
                 Ok(if updated.rows_affected() == 0 {
                     $crate::push::AttemptOutcome::Stale
                 } else if dead {
