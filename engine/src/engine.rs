@@ -217,15 +217,15 @@ impl Engine {
             };
             let write = SettlementWrite {
                 platform_id: platform.id,
-                order,
-                master_cid: &authorization.master_cid,
-                request_hash: &request_hash,
-                postings: &postings,
+                order: order.clone(),
+                master_cid: authorization.master_cid.clone(),
+                request_hash: request_hash.clone(),
+                postings,
                 converted_reduction,
-                rules_version: rules_version.as_deref(),
+                rules_version: rules_version.clone(),
                 settled_at_ms: now_ms(),
             };
-            match self.store.apply_settlement(&write).await {
+            match self.store.apply_settlement(write).await {
                 Ok(()) => return Ok(Settled::New),
                 Err(ApplyError::DuplicateOrder) => {
                     let existing = self.store.order_hash(platform.id, &order.transaction_id).await?;

@@ -11,19 +11,34 @@ use std::sync::Arc;
 
 use sqlx::Connection;
 
-use crate::store::{self, Store};
+use crate::store::{self, GroupCommitConfig, Store, StoreOptions};
 
 /// A store on a fresh database, and how to reach that database directly.
 pub struct TestDb {
     pub url: String,
     pub store: Arc<dyn Store>,
+    /// How `store` was opened; [`TestDb::reopen`] opens the same way.
+    pub options: StoreOptions,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// Group commit as `carbon-host serve` runs it by default.
+pub fn serving() -> StoreOptions {
+    StoreOptions { group_commit: Some(GroupCommitConfig::default()) }
+}
+
+/// Group commit as the suites run it: batches form under concurrency and wait a little for
+/// batch-mates, so savepoints and shared transactions are exercised.
+pub fn grouped() -> StoreOptions {
+    StoreOptions {
+        group_commit: Some(GroupCommitConfig { max_batch: 64, max_wait: std::time::Duration::from_millis(1) }),
+    }
 }
 
 impl TestDb {
     /// Opens a second, independent store on the same database (like a second process).
     pub async fn reopen(&self) -> Arc<dyn Store> {
-        store::open(&self.url).await.expect("reopen store")
+        store::open_with(&self.url, self.options).await.expect("reopen store")
     }
 
     /// The first column of the first row of `sql`, as text (to inspect what the engine stored).
@@ -43,7 +58,7 @@ impl TestDb {
     /// Another handle on the same database with its own store, for a second server; the
     /// database lives as long as this original does.
     pub async fn share(&self) -> TestDb {
-        TestDb { url: self.url.clone(), store: self.reopen().await, _dir: None }
+        TestDb { url: self.url.clone(), store: self.reopen().await, options: self.options, _dir: None }
     }
 
     /// Runs raw SQL on the database, bypassing the engine (to simulate corruption).
@@ -58,11 +73,17 @@ impl TestDb {
     }
 }
 
+/// A fresh SQLite file; each settlement in its own transaction.
 pub async fn sqlite() -> TestDb {
+    sqlite_with(StoreOptions::default()).await
+}
+
+/// A fresh SQLite file opened with `options`.
+pub async fn sqlite_with(options: StoreOptions) -> TestDb {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("carbon.db").display());
-    let store = store::open(&url).await.expect("open sqlite");
-    TestDb { url, store, _dir: Some(dir) }
+    let store = store::open_with(&url, options).await.expect("open sqlite");
+    TestDb { url, store, options, _dir: Some(dir) }
 }
 
 /// The PostgreSQL server for tests, or `None` when explicitly switched off.
@@ -74,7 +95,13 @@ pub fn pg_base_url() -> Option<String> {
     }
 }
 
+/// A fresh PostgreSQL schema; each settlement in its own transaction.
 pub async fn postgres() -> Option<TestDb> {
+    postgres_with(StoreOptions::default()).await
+}
+
+/// A fresh PostgreSQL schema opened with `options`, or `None` when switched off.
+pub async fn postgres_with(options: StoreOptions) -> Option<TestDb> {
     let base = pg_base_url()?;
     let mut admin = sqlx::PgConnection::connect(&base)
         .await
@@ -85,8 +112,8 @@ pub async fn postgres() -> Option<TestDb> {
     sqlx::raw_sql(&format!("CREATE SCHEMA {schema}")).execute(&mut admin).await.unwrap();
     let separator = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
-    let store = store::open(&url).await.expect("open postgres");
-    Some(TestDb { url, store, _dir: None })
+    let store = store::open_with(&url, options).await.expect("open postgres");
+    Some(TestDb { url, store, options, _dir: None })
 }
 
 async fn sweep_old_schemas(admin: &mut sqlx::PgConnection, now_secs: i64) {

@@ -355,7 +355,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(url) = cli.database_url {
         config.database_url = url;
     }
-    let store = store::open(&config.database_url)
+    // Only the server groups settlements; a one-shot command writes alone.
+    let options = match cli.command {
+        Command::Serve { .. } => store::StoreOptions { group_commit: config.group_commit },
+        _ => store::StoreOptions::default(),
+    };
+    let store = store::open_with(&config.database_url, options)
         .await
         .with_context(|| format!("cannot open database {}", config.database_url))?;
     let engine = Engine::with_default_rules(store);

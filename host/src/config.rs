@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use carbon_engine::store::GroupCommitConfig;
 use serde::Deserialize;
 
 /// The default database: a SQLite file in the working directory.
@@ -52,6 +53,10 @@ pub struct Config {
     pub push_retry: Duration,
     /// Streams one instance pushes at once (`CARBON_PUSH_CONCURRENCY`, default 16).
     pub push_concurrency: u32,
+    /// How `serve` groups settlements and request-id records into shared transactions
+    /// (`CARBON_GROUP_COMMIT_MAX_BATCH`, default 256, 1 = every settlement alone;
+    /// `CARBON_GROUP_COMMIT_WAIT_US`, default 0 = a batch is what queued during the last commit).
+    pub group_commit: Option<GroupCommitConfig>,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,6 +78,7 @@ impl std::fmt::Debug for Config {
             .field("push_timeout", &self.push_timeout)
             .field("push_retry", &self.push_retry)
             .field("push_concurrency", &self.push_concurrency)
+            .field("group_commit", &self.group_commit)
             .finish()
     }
 }
@@ -96,6 +102,7 @@ impl Default for Config {
             push_timeout: Duration::from_secs(10),
             push_retry: Duration::from_secs(30),
             push_concurrency: 16,
+            group_commit: Some(GroupCommitConfig::default()),
         }
     }
 }
@@ -122,6 +129,8 @@ struct FileConfig {
     push_timeout_secs: Option<u64>,
     push_retry_secs: Option<u64>,
     push_concurrency: Option<u32>,
+    group_commit_max_batch: Option<usize>,
+    group_commit_wait_us: Option<u64>,
 }
 
 impl Config {
@@ -250,6 +259,26 @@ impl Config {
             );
             config.push_concurrency = concurrency;
         }
+        let mut group = GroupCommitConfig::default();
+        if let Some(max_batch) =
+            number("group_commit_max_batch", "CARBON_GROUP_COMMIT_MAX_BATCH", &env, file_config.group_commit_max_batch)?
+        {
+            anyhow::ensure!(
+                (1..=10_000).contains(&max_batch),
+                "group_commit_max_batch / CARBON_GROUP_COMMIT_MAX_BATCH must be 1 to 10000"
+            );
+            group.max_batch = max_batch;
+        }
+        if let Some(wait_us) =
+            number("group_commit_wait_us", "CARBON_GROUP_COMMIT_WAIT_US", &env, file_config.group_commit_wait_us)?
+        {
+            anyhow::ensure!(
+                wait_us <= 100_000,
+                "group_commit_wait_us / CARBON_GROUP_COMMIT_WAIT_US must be 0 to 100000"
+            );
+            group.max_wait = Duration::from_micros(wait_us);
+        }
+        config.group_commit = (group.max_batch > 1).then_some(group);
         Ok(config)
     }
 }
@@ -316,6 +345,23 @@ mod tests {
         assert!(err.contains("CARBON_PUSH_INTERVAL_SECS"), "{err}");
         let err = Config::load(None, env(&[("CARBON_PUSH_CONCURRENCY", "0")])).unwrap_err().to_string();
         assert!(err.contains("CARBON_PUSH_CONCURRENCY"), "{err}");
+    }
+
+    #[test]
+    fn group_commit_is_on_by_default_and_can_be_turned_off() {
+        let config = Config::load(None, env(&[])).unwrap();
+        assert_eq!(config.group_commit, Some(GroupCommitConfig::default()));
+        let config =
+            Config::load(None, env(&[("CARBON_GROUP_COMMIT_MAX_BATCH", "32"), ("CARBON_GROUP_COMMIT_WAIT_US", "500")]))
+                .unwrap();
+        assert_eq!(
+            config.group_commit,
+            Some(GroupCommitConfig { max_batch: 32, max_wait: Duration::from_micros(500) })
+        );
+        let config = Config::load(None, env(&[("CARBON_GROUP_COMMIT_MAX_BATCH", "1")])).unwrap();
+        assert_eq!(config.group_commit, None);
+        let err = Config::load(None, env(&[("CARBON_GROUP_COMMIT_MAX_BATCH", "0")])).unwrap_err().to_string();
+        assert!(err.contains("CARBON_GROUP_COMMIT_MAX_BATCH"), "{err}");
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub mod receiver;
 /// Base path of the platform API.
 pub const API: &str = "/carbon-inclusion/apis/v1";
 
-/// Runs each named story against a server on SQLite and one on PostgreSQL.
+/// Runs each named story against a server on SQLite and one on PostgreSQL, each with group
+/// commit as `carbon-host serve` runs it.
 #[macro_export]
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {
@@ -32,7 +33,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $story() {
-                    super::$story($crate::carbon_engine::testing::sqlite().await).await;
+                    let options = $crate::carbon_engine::testing::serving();
+                    super::$story($crate::carbon_engine::testing::sqlite_with(options).await).await;
                 }
             )*
         }
@@ -40,7 +42,8 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $story() {
-                    match $crate::carbon_engine::testing::postgres().await {
+                    let options = $crate::carbon_engine::testing::serving();
+                    match $crate::carbon_engine::testing::postgres_with(options).await {
                         Some(db) => super::$story(db).await,
                         None => eprintln!("CARBON_TEST_PG_URL=off: PostgreSQL half skipped"),
                     }

@@ -7,12 +7,14 @@
 //! can overdraw; `(platform, transactionId)` and credit external ids are unique constraints, so
 //! a second writer of the same order loses at commit and is told so.
 
+mod group_commit;
 mod postgres;
 mod sql;
 mod sqlite;
 
 use async_trait::async_trait;
 
+pub use group_commit::{BatchOutcome, BatchWriter, GroupCommitConfig, RequestIdWrite, WriteBatch};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -96,24 +98,32 @@ pub enum MappingError {
 }
 
 /// Everything one settlement writes, in one transaction.
-#[derive(Debug)]
-pub struct SettlementWrite<'a> {
+#[derive(Clone, Debug)]
+pub struct SettlementWrite {
     /// The settling platform.
     pub platform_id: PlatformId,
     /// The validated order.
-    pub order: &'a Order,
+    pub order: Order,
     /// The person's master cid.
-    pub master_cid: &'a MasterCid,
+    pub master_cid: MasterCid,
     /// [`Order::canonical_hash`], stored for idempotency.
-    pub request_hash: &'a str,
+    pub request_hash: String,
     /// Conversions, debit and credit; balanced per asset.
-    pub postings: &'a PostingSet,
+    pub postings: PostingSet,
     /// Reductions converted to pay this order.
     pub converted_reduction: Grams,
     /// The rules version that decided it (a plugin's sha256).
-    pub rules_version: Option<&'a str>,
+    pub rules_version: Option<String>,
     /// Settlement time, ms (`transactionPaymentTime`).
     pub settled_at_ms: i64,
+}
+
+/// How a store is opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Group settlements and request-id records into shared transactions; `None` writes each
+    /// in its own transaction.
+    pub group_commit: Option<GroupCommitConfig>,
 }
 
 /// The persistence the engine needs. Implemented once in SQL for both backends.
@@ -169,8 +179,9 @@ pub trait Store: Send + Sync {
     async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId)
     -> Result<Option<String>, StoreError>;
     /// Writes a settlement atomically, or nothing; its bill push is queued in the same
-    /// transaction.
-    async fn apply_settlement(&self, write: &SettlementWrite<'_>) -> Result<(), ApplyError>;
+    /// transaction. With group commit the transaction is shared with other settlements, and
+    /// this answers once it has committed.
+    async fn apply_settlement(&self, write: SettlementWrite) -> Result<(), ApplyError>;
     /// One page of a platform's bills.
     async fn bills(&self, platform_id: PlatformId, query: &BillQuery) -> Result<BillPage, StoreError>;
     /// Checks every ledger invariant over the whole database.
@@ -369,11 +380,17 @@ pub struct License {
 
 /// Opens (creating and migrating as needed) the store named by `url`: `sqlite:PATH`,
 /// `sqlite://PATH` or `postgres://…` / `postgresql://…`.
+/// Each settlement is written in its own transaction.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    open_with(url, StoreOptions::default()).await
+}
+
+/// Like [`open`], with `options` (group commit needs a Tokio runtime: it starts a writer task).
+pub async fn open_with(url: &str, options: StoreOptions) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+        Ok(std::sync::Arc::new(SqliteStore::open_with(url, options).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(std::sync::Arc::new(PgStore::open(url).await?))
+        Ok(std::sync::Arc::new(PgStore::open_with(url, options).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

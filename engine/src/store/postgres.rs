@@ -9,8 +9,9 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::StoreError;
+use super::group_commit::GroupCommit;
 use super::sql::impl_sql_store;
+use super::{StoreError, StoreOptions};
 
 /// Connections per process.
 const CONNECTIONS: u32 = 16;
@@ -21,17 +22,28 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The queue of the group-commit writer, when settlements are grouped.
+    group: Option<GroupCommit>,
 }
 
 impl PgStore {
     /// Connects to `url` and applies migrations as needed (serialized across processes by
     /// the migrator's advisory lock).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// Like [`PgStore::open`], with `options`.
+    pub async fn open_with(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let pool =
             PgPoolOptions::new().max_connections(CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool, group: None }.grouped(options))
     }
+
+    /// Whether a batch locks its balance rows first, in one global order: yes, since other
+    /// instances write the same rows and must not deadlock with this one.
+    const LOCKS_BALANCE_ROWS: bool = true;
 
     /// How claimed push streams are locked: rows another instance is claiming are skipped,
     /// not waited for, so instances claim disjoint streams without queuing on each other.

@@ -9,12 +9,16 @@
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Applies the net changes of `postings` to the balances and records each posting
-            /// under `journal_id`. Debits of person and provider accounts are conditional.
+            /// Applies the net changes of `postings` and records each posting under
+            /// `journal_id`. Debits of person and provider accounts are conditional and applied
+            /// at once; every other change (credits, system accounts) is added to `deferred`,
+            /// which the caller applies before commit — so a batch touches a hot account's row
+            /// once, however many of its settlements credit it.
             async fn apply_postings(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 journal_id: i64,
                 postings: &$crate::ledger::PostingSet,
+                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
             ) -> Result<(), $crate::store::ApplyError> {
                 for (account, asset, amount) in postings.net_changes() {
                     let key = account.key();
@@ -33,29 +37,251 @@ macro_rules! impl_sql_store {
                             return Err($crate::store::ApplyError::Overdraft { account: key, asset });
                         }
                     } else {
-                        sqlx::query(
-                            "INSERT INTO balances (account, asset, balance) VALUES ($1, $2, $3) \
-                             ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
-                        )
-                        .bind(&key)
-                        .bind(asset.code())
-                        .bind(amount)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err($crate::store::StoreError::from)?;
+                        *deferred.entry((key, asset)).or_insert(0) += amount;
                     }
                 }
-                for posting in postings.postings() {
-                    sqlx::query("INSERT INTO postings (journal_id, account, asset, amount) VALUES ($1, $2, $3, $4)")
-                        .bind(journal_id)
-                        .bind(posting.account.key())
-                        .bind(posting.asset.code())
-                        .bind(posting.amount)
-                        .execute(&mut **tx)
-                        .await
-                        .map_err($crate::store::StoreError::from)?;
+                let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO postings (journal_id, account, asset, amount) ");
+                insert.push_values(postings.postings(), |mut row, posting| {
+                    row.push_bind(journal_id)
+                        .push_bind(posting.account.key())
+                        .push_bind(posting.asset.code())
+                        .push_bind(posting.amount);
+                });
+                insert.build().execute(&mut **tx).await.map_err($crate::store::StoreError::from)?;
+                Ok(())
+            }
+
+            /// Applies deferred balance changes, in key order (the global lock order).
+            async fn apply_deferred(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                deferred: impl IntoIterator<Item = ((String, $crate::ledger::Asset), i64)>,
+            ) -> Result<(), $crate::store::StoreError> {
+                for ((key, asset), amount) in deferred {
+                    if amount == 0 {
+                        continue;
+                    }
+                    sqlx::query(
+                        "INSERT INTO balances (account, asset, balance) VALUES ($1, $2, $3) \
+                         ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
+                    )
+                    .bind(&key)
+                    .bind(asset.code())
+                    .bind(amount)
+                    .execute(&mut **tx)
+                    .await?;
                 }
                 Ok(())
+            }
+
+            /// Applies the deferred changes of the accounts `write` debits conditionally, so
+            /// that its debits see what its batch-mates credited them.
+            async fn apply_deferred_debited(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                write: &$crate::store::SettlementWrite,
+                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let mut due = Vec::new();
+                for (account, asset, amount) in write.postings.net_changes() {
+                    if amount < 0 && account.must_not_overdraw() {
+                        if let Some(pending) = deferred.remove(&(account.key(), asset)) {
+                            due.push(((account.key(), asset), pending));
+                        }
+                    }
+                }
+                Self::apply_deferred(tx, due).await
+            }
+
+            /// Locks every existing balance row the batch touches, in key order, so that
+            /// concurrent batches of several instances queue instead of deadlocking.
+            async fn lock_balance_rows(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                batch: &$crate::store::WriteBatch,
+            ) -> Result<(), $crate::store::StoreError> {
+                let keys: std::collections::BTreeSet<String> = batch
+                    .settlements
+                    .iter()
+                    .flat_map(|write| write.postings.net_changes())
+                    .map(|(account, _, _)| account.key())
+                    .collect();
+                if !Self::LOCKS_BALANCE_ROWS || keys.is_empty() {
+                    return Ok(());
+                }
+                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT account FROM balances WHERE account IN (");
+                let mut separated = lock.separated(", ");
+                for key in &keys {
+                    separated.push_bind(key.clone());
+                }
+                lock.push(") ORDER BY account, asset FOR UPDATE");
+                lock.build().fetch_all(&mut **tx).await?;
+                Ok(())
+            }
+
+            /// Writes `batch` in one transaction: request ids, then each settlement inside its
+            /// own savepoint (a refused one leaves no trace), then the deferred balance changes.
+            async fn write_batch_now(
+                &self,
+                batch: &$crate::store::WriteBatch,
+            ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
+                use $crate::store::ApplyError;
+                let mut tx = self.begin_write().await?;
+                Self::lock_balance_rows(&mut tx, batch).await?;
+                let mut outcome = $crate::store::BatchOutcome::default();
+                for write in &batch.request_ids {
+                    let recorded = sqlx::query(
+                        "INSERT INTO request_ids (request_id, expires_at_ms) VALUES ($1, $3) \
+                         ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
+                         WHERE request_ids.expires_at_ms < $2",
+                    )
+                    .bind(&write.request_id)
+                    .bind(write.now_ms)
+                    .bind(write.expires_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                    outcome.request_ids.push(recorded.rows_affected() == 1);
+                }
+                // Alone in its transaction, a refused settlement rolls the transaction back.
+                let savepoints = batch.settlements.len() + batch.request_ids.len() > 1;
+                let mut deferred = std::collections::BTreeMap::new();
+                for write in &batch.settlements {
+                    Self::apply_deferred_debited(&mut tx, write, &mut deferred).await?;
+                    if savepoints {
+                        sqlx::query("SAVEPOINT settlement").execute(&mut *tx).await?;
+                    }
+                    let mut own = std::collections::BTreeMap::new();
+                    match Self::write_settlement(&mut tx, write, &mut own).await {
+                        Ok(()) => {
+                            if savepoints {
+                                sqlx::query("RELEASE SAVEPOINT settlement").execute(&mut *tx).await?;
+                            }
+                            for (key, amount) in own {
+                                *deferred.entry(key).or_insert(0) += amount;
+                            }
+                            outcome.settlements.push(Ok(()));
+                        }
+                        Err(ApplyError::Store(err)) => return Err(err),
+                        Err(refused) if savepoints => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT settlement").execute(&mut *tx).await?;
+                            sqlx::query("RELEASE SAVEPOINT settlement").execute(&mut *tx).await?;
+                            outcome.settlements.push(Err(refused));
+                        }
+                        Err(refused) => {
+                            tx.rollback().await?;
+                            outcome.settlements.push(Err(refused));
+                            return Ok(outcome);
+                        }
+                    }
+                }
+                Self::apply_deferred(&mut tx, deferred).await?;
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            /// Writes one settlement inside the caller's transaction: journal, order row (the
+            /// bill), its push, the refund's bound on its parent, then the postings.
+            async fn write_settlement(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                write: &$crate::store::SettlementWrite,
+                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
+            ) -> Result<(), $crate::store::ApplyError> {
+                use $crate::store::{ApplyError, StoreError};
+                let order = &write.order;
+                let is_refund = order.kind() == $crate::order::OrderKind::Refund;
+                let journal_id =
+                    Self::insert_journal(tx, if is_refund { "refund" } else { "purchase" }, write.settled_at_ms).await?;
+                let items = serde_json::to_string(&order.items).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                let inserted = sqlx::query(
+                    "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
+                     equity_cid, point_a, point_b, converted_reduction, transaction_time_ms, settled_at_ms, \
+                     transaction_type, auto_convert, items, request_hash, rules_version, journal_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id",
+                )
+                .bind(write.platform_id.0)
+                .bind(order.transaction_id.as_str())
+                .bind(order.parent_transaction_id.as_ref().map(|id| id.as_str()))
+                .bind(order.cid.as_str())
+                .bind(write.master_cid.as_str())
+                .bind(order.equity_cid.as_str())
+                .bind(order.point_a.0)
+                .bind(order.point_b.0)
+                .bind(write.converted_reduction.0)
+                .bind(order.transaction_time_ms)
+                .bind(write.settled_at_ms)
+                .bind(&order.transaction_type)
+                .bind(i64::from(order.auto_convert))
+                .bind(items)
+                .bind(&write.request_hash)
+                .bind(write.rules_version.as_deref())
+                .bind(journal_id)
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(StoreError::from)?;
+                let Some(inserted) = inserted else {
+                    return Err(ApplyError::DuplicateOrder);
+                };
+                let order_row_id: i64 = {
+                    use sqlx::Row as _;
+                    inserted.try_get(0).map_err(StoreError::from)?
+                };
+                // The bill push: the order row is the bill, so the outbox row only points at it.
+                sqlx::query(
+                    "INSERT INTO push_outbox (platform_id, kind, order_id, created_at_ms) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(write.platform_id.0)
+                .bind($crate::push::PushKind::Bills.code())
+                .bind(order_row_id)
+                .bind(write.settled_at_ms)
+                .execute(&mut **tx)
+                .await
+                .map_err(StoreError::from)?;
+                if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
+                    let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
+                    let updated = sqlx::query(
+                        "UPDATE orders SET refunded_a = refunded_a + $5, refunded_b = refunded_b + $6 \
+                         WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 AND equity_cid = $4 \
+                         AND point_a + point_b > 0 \
+                         AND refunded_a + $5 <= point_a AND refunded_b + $6 <= point_b",
+                    )
+                    .bind(write.platform_id.0)
+                    .bind(parent.as_str())
+                    .bind(order.cid.as_str())
+                    .bind(order.equity_cid.as_str())
+                    .bind(refund_a)
+                    .bind(refund_b)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(StoreError::from)?;
+                    if updated.rows_affected() == 0 {
+                        let parent_exists = sqlx::query(
+                            "SELECT 1 FROM orders WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 \
+                             AND equity_cid = $4 AND point_a + point_b > 0",
+                        )
+                        .bind(write.platform_id.0)
+                        .bind(parent.as_str())
+                        .bind(order.cid.as_str())
+                        .bind(order.equity_cid.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await
+                        .map_err(StoreError::from)?;
+                        return Err(if parent_exists.is_some() {
+                            ApplyError::RefundExceedsParent
+                        } else {
+                            ApplyError::ParentNotFound
+                        });
+                    }
+                }
+                Self::apply_postings(tx, journal_id, &write.postings, deferred).await
+            }
+
+            /// Starts the group-commit writer when `options` ask for it.
+            fn grouped(self, options: $crate::store::StoreOptions) -> Self {
+                match options.group_commit {
+                    Some(config) => {
+                        let writer = self.clone();
+                        Self { group: Some($crate::store::group_commit::GroupCommit::start(writer, config)), ..self }
+                    }
+                    None => self,
+                }
             }
 
             /// Runs one write statement in its own write transaction.
@@ -149,6 +375,16 @@ macro_rules! impl_sql_store {
                 if let Some(equity_cid) = &query.equity_cid {
                     builder.push(" AND equity_cid = ").push_bind(equity_cid.as_str().to_owned());
                 }
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::group_commit::BatchWriter for $store {
+            async fn write_batch(
+                &self,
+                batch: &$crate::store::WriteBatch,
+            ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
+                self.write_batch_now(batch).await
             }
         }
 
@@ -489,10 +725,12 @@ macro_rules! impl_sql_store {
                         Err($crate::store::CreditError::Conflict)
                     };
                 }
-                Self::apply_postings(&mut tx, journal_id, &credit.postings()).await.map_err(|err| match err {
+                let mut deferred = std::collections::BTreeMap::new();
+                Self::apply_postings(&mut tx, journal_id, &credit.postings(), &mut deferred).await.map_err(|err| match err {
                     $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
                     other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
                 })?;
+                Self::apply_deferred(&mut tx, deferred).await?;
                 tx.commit().await.map_err($crate::store::StoreError::from)?;
                 Ok($crate::credit::CreditOutcome::Credited)
             }
@@ -513,99 +751,16 @@ macro_rules! impl_sql_store {
 
             async fn apply_settlement(
                 &self,
-                write: &$crate::store::SettlementWrite<'_>,
+                write: $crate::store::SettlementWrite,
             ) -> Result<(), $crate::store::ApplyError> {
-                use $crate::store::{ApplyError, StoreError};
-                let order = write.order;
-                let is_refund = order.kind() == $crate::order::OrderKind::Refund;
-                let mut tx = self.begin_write().await.map_err(StoreError::from)?;
-                let journal_id =
-                    Self::insert_journal(&mut tx, if is_refund { "refund" } else { "purchase" }, write.settled_at_ms).await?;
-                let items = serde_json::to_string(&order.items).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                let inserted = sqlx::query(
-                    "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
-                     equity_cid, point_a, point_b, converted_reduction, transaction_time_ms, settled_at_ms, \
-                     transaction_type, auto_convert, items, request_hash, rules_version, journal_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                     ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id",
-                )
-                .bind(write.platform_id.0)
-                .bind(order.transaction_id.as_str())
-                .bind(order.parent_transaction_id.as_ref().map(|id| id.as_str()))
-                .bind(order.cid.as_str())
-                .bind(write.master_cid.as_str())
-                .bind(order.equity_cid.as_str())
-                .bind(order.point_a.0)
-                .bind(order.point_b.0)
-                .bind(write.converted_reduction.0)
-                .bind(order.transaction_time_ms)
-                .bind(write.settled_at_ms)
-                .bind(&order.transaction_type)
-                .bind(i64::from(order.auto_convert))
-                .bind(items)
-                .bind(write.request_hash)
-                .bind(write.rules_version)
-                .bind(journal_id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-                let Some(inserted) = inserted else {
-                    return Err(ApplyError::DuplicateOrder);
-                };
-                let order_row_id: i64 = {
-                    use sqlx::Row as _;
-                    inserted.try_get(0).map_err(StoreError::from)?
-                };
-                // The bill push: the order row is the bill, so the outbox row only points at it.
-                sqlx::query(
-                    "INSERT INTO push_outbox (platform_id, kind, order_id, created_at_ms) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(write.platform_id.0)
-                .bind($crate::push::PushKind::Bills.code())
-                .bind(order_row_id)
-                .bind(write.settled_at_ms)
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
-                if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
-                    let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
-                    let updated = sqlx::query(
-                        "UPDATE orders SET refunded_a = refunded_a + $5, refunded_b = refunded_b + $6 \
-                         WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 AND equity_cid = $4 \
-                         AND point_a + point_b > 0 \
-                         AND refunded_a + $5 <= point_a AND refunded_b + $6 <= point_b",
-                    )
-                    .bind(write.platform_id.0)
-                    .bind(parent.as_str())
-                    .bind(order.cid.as_str())
-                    .bind(order.equity_cid.as_str())
-                    .bind(refund_a)
-                    .bind(refund_b)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
-                    if updated.rows_affected() == 0 {
-                        let parent_exists = sqlx::query(
-                            "SELECT 1 FROM orders WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 \
-                             AND equity_cid = $4 AND point_a + point_b > 0",
-                        )
-                        .bind(write.platform_id.0)
-                        .bind(parent.as_str())
-                        .bind(order.cid.as_str())
-                        .bind(order.equity_cid.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(StoreError::from)?;
-                        return Err(if parent_exists.is_some() {
-                            ApplyError::RefundExceedsParent
-                        } else {
-                            ApplyError::ParentNotFound
-                        });
-                    }
+                if let Some(group) = &self.group {
+                    return group.settle(write).await;
                 }
-                Self::apply_postings(&mut tx, journal_id, write.postings).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                Ok(())
+                let batch = $crate::store::WriteBatch { settlements: vec![write], request_ids: Vec::new() };
+                let outcome = self.write_batch_now(&batch).await?;
+                outcome.settlements.into_iter().next().unwrap_or_else(|| {
+                    Err($crate::store::StoreError::Corrupt("a batch of one answered nothing".into()).into())
+                })
             }
 
             async fn bills(
@@ -810,6 +965,10 @@ macro_rules! impl_sql_store {
                 now_ms: i64,
                 expires_at_ms: i64,
             ) -> Result<bool, $crate::store::StoreError> {
+                if let Some(group) = &self.group {
+                    let write = $crate::store::RequestIdWrite { request_id: request_id.to_owned(), now_ms, expires_at_ms };
+                    return group.record_request_id(write).await;
+                }
                 let recorded = self.write_one(sqlx::query(
                     "INSERT INTO request_ids (request_id, expires_at_ms) VALUES ($1, $3) \
                      ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \

@@ -12,8 +12,9 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::StoreError;
+use super::group_commit::GroupCommit;
 use super::sql::impl_sql_store;
+use super::{StoreError, StoreOptions};
 
 /// How long a writer waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -27,12 +28,19 @@ const READERS: u32 = 4;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// The queue of the group-commit writer, when settlements are grouped.
+    group: Option<GroupCommit>,
 }
 
 impl SqliteStore {
     /// Opens `url` (`sqlite:PATH` or `sqlite://PATH`), creating the file and applying
     /// migrations as needed. Durable: WAL with `synchronous = FULL`.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, StoreOptions::default()).await
+    }
+
+    /// Like [`SqliteStore::open`], with `options`.
+    pub async fn open_with(url: &str, store_options: StoreOptions) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -50,8 +58,12 @@ impl SqliteStore {
             .acquire_timeout(WRITER_QUEUE_TIMEOUT)
             .connect_with(options)
             .await?;
-        Ok(SqliteStore { writer, reader })
+        let store = SqliteStore { writer, reader, group: None };
+        Ok(store.grouped(store_options))
     }
+
+    /// Whether a batch locks its balance rows first: no need, one writer at a time.
+    const LOCKS_BALANCE_ROWS: bool = false;
 
     /// How claimed push streams are locked: not at all, since SQLite has one writer at a time
     /// and the claim runs inside a write transaction, so no other writer can claim meanwhile.

@@ -11,23 +11,27 @@ use carbon_engine::ledger::Asset;
 use carbon_engine::order::{Order, OrderInput};
 pub use carbon_engine::testing::TestDb;
 
-/// Runs each named story against SQLite and PostgreSQL.
+/// Runs each named story against SQLite and PostgreSQL, each both ways: every settlement in
+/// its own transaction, and with group commit (settlements sharing transactions).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($story:ident),* $(,)?) => {
-        mod sqlite {
+        $crate::on_backend!(sqlite, $($story),*);
+        $crate::on_backend!(postgres, $($story),*);
+        $crate::on_backend!(sqlite_grouped, $($story),*);
+        $crate::on_backend!(postgres_grouped, $($story),*);
+    };
+}
+
+/// One module of [`on_both_backends!`]: the stories on one way of opening the store.
+#[macro_export]
+macro_rules! on_backend {
+    ($backend:ident, $($story:ident),*) => {
+        mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $story() {
-                    super::$story(carbon_engine::testing::sqlite().await).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $story() {
-                    match carbon_engine::testing::postgres().await {
+                    match $crate::common::open(stringify!($backend)).await {
                         Some(db) => super::$story(db).await,
                         None => eprintln!("CARBON_TEST_PG_URL=off: PostgreSQL half skipped"),
                     }
@@ -35,6 +39,18 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// The database of a story module of [`on_both_backends!`]; `None` when PostgreSQL is off.
+pub async fn open(backend: &str) -> Option<TestDb> {
+    use carbon_engine::testing;
+    match backend {
+        "sqlite" => Some(testing::sqlite().await),
+        "sqlite_grouped" => Some(testing::sqlite_with(testing::grouped()).await),
+        "postgres" => testing::postgres().await,
+        "postgres_grouped" => testing::postgres_with(testing::grouped()).await,
+        other => panic!("unknown backend {other}"),
+    }
 }
 
 /// A platform with one linked provider and one authorized person.
