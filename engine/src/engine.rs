@@ -192,14 +192,17 @@ impl Engine {
 
     /// Settles an order of `platform` exactly once (SPEC §5).
     pub async fn settle(&self, platform: &Platform, order: &Order) -> Result<Settled, EngineError> {
-        let authorization = self.authorized(platform, &order.cid).await?;
-        if !self.store.is_provider_linked(platform.id, &order.equity_cid).await? {
+        let context =
+            self.store.settle_context(platform.id, &order.cid, &order.equity_cid, &order.transaction_id).await?;
+        let authorization = context.authorization.filter(|found| found.active).ok_or(EngineError::NotAuthorized)?;
+        if !context.provider_linked {
             return Err(EngineError::ProviderNotLinked);
         }
         let request_hash = order.canonical_hash();
-        if let Some(existing) = self.store.order_hash(platform.id, &order.transaction_id).await? {
+        if let Some(existing) = context.settled_hash {
             return replay_or_conflict(&existing, &request_hash);
         }
+        let mut read_balances = Some(context.balances);
         let rules = self.rules.rules_for(platform).await.map_err(rules_error)?;
         rules.validate_transaction_type(&order.transaction_type).await.map_err(rules_error)?;
         let rules_version = rules.version();
@@ -209,7 +212,11 @@ impl Engine {
         for attempt in 1..=MAX_SETTLE_ATTEMPTS {
             let (postings, converted_reduction) = match order.kind() {
                 OrderKind::Purchase => {
-                    let balances = self.store.balances(&authorization.master_cid).await?;
+                    // The first plan uses the balances read with the context; a re-plan reads afresh.
+                    let balances = match read_balances.take() {
+                        Some(balances) => balances,
+                        None => self.store.balances(&authorization.master_cid).await?,
+                    };
                     let plan = plan_purchase(rules.as_ref(), order, balances).await.map_err(plan_error)?;
                     purchase_postings(order, &plan, &person, &provider)
                 }

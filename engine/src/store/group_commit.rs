@@ -72,7 +72,7 @@ pub trait BatchWriter: Send + Sync + 'static {
 }
 
 enum Job {
-    Settle(SettlementWrite, oneshot::Sender<Result<(), ApplyError>>),
+    Settle(Box<SettlementWrite>, oneshot::Sender<Result<(), ApplyError>>),
     RecordRequestId(RequestIdWrite, oneshot::Sender<Result<bool, StoreError>>),
 }
 
@@ -108,7 +108,7 @@ impl GroupCommit {
     /// Writes a settlement in the next batch; answers once that batch has committed.
     pub async fn settle(&self, write: SettlementWrite) -> Result<(), ApplyError> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Job::Settle(write, reply)).await.map_err(|_| stopped())?;
+        self.queue.send(Job::Settle(Box::new(write), reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 
@@ -200,7 +200,7 @@ fn split(jobs: Vec<Job>) -> (WriteBatch, Vec<Reply>) {
     for job in jobs {
         match job {
             Job::Settle(write, reply) => {
-                batch.settlements.push(write);
+                batch.settlements.push(*write);
                 settle_replies.push(Reply::Settle(reply));
             }
             Job::RecordRequestId(write, reply) => {

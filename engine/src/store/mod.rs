@@ -118,6 +118,19 @@ pub struct SettlementWrite {
     pub settled_at_ms: i64,
 }
 
+/// What settling an order reads before it plans, in one round trip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettleContext {
+    /// The person's authorization of the platform, active or not; `None` if never given.
+    pub authorization: Option<Authorization>,
+    /// Whether the provider is linked to the platform.
+    pub provider_linked: bool,
+    /// The request hash of the order, if `(platform, transactionId)` is already settled.
+    pub settled_hash: Option<String>,
+    /// The person's balances (zero when authorization is `None`).
+    pub balances: Balances,
+}
+
 /// How a store is opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreOptions {
@@ -175,6 +188,14 @@ pub trait Store: Send + Sync {
     async fn scenes(&self, master_cid: &MasterCid) -> Result<Vec<String>, StoreError>;
     /// Applies a credit once per external id.
     async fn apply_credit(&self, credit: &Credit, now_ms: i64) -> Result<crate::credit::CreditOutcome, CreditError>;
+    /// Everything [`SettleContext`] holds about an order of `platform_id`, read at once.
+    async fn settle_context(
+        &self,
+        platform_id: PlatformId,
+        sub_cid: &SubCid,
+        equity_cid: &EquityCid,
+        transaction_id: &OrderId,
+    ) -> Result<SettleContext, StoreError>;
     /// The request hash of a settled order, if `(platform, transactionId)` is settled.
     async fn order_hash(&self, platform_id: PlatformId, transaction_id: &OrderId)
     -> Result<Option<String>, StoreError>;

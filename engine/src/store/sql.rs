@@ -632,6 +632,68 @@ macro_rules! impl_sql_store {
                 }))
             }
 
+            async fn settle_context(
+                &self,
+                platform_id: $crate::ids::PlatformId,
+                sub_cid: &$crate::ids::SubCid,
+                equity_cid: &$crate::ids::EquityCid,
+                transaction_id: &$crate::ids::OrderId,
+            ) -> Result<$crate::store::SettleContext, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                use $crate::amount::{Grams, Points};
+                let balance = |asset: $crate::ledger::Asset| {
+                    format!(
+                        "(SELECT b.balance FROM balances b WHERE b.account = $5 || a.master_cid AND b.asset = {})",
+                        asset.code()
+                    )
+                };
+                let sql = format!(
+                    "SELECT a.master_cid, a.active, a.authorized_at_ms, a.cancelled_at_ms, \
+                     (SELECT COUNT(*) FROM provider_links l WHERE l.platform_id = $1 AND l.equity_cid = $3), \
+                     (SELECT o.request_hash FROM orders o WHERE o.platform_id = $1 AND o.transaction_id = $4), \
+                     {}, {}, {} FROM authorizations a WHERE a.platform_id = $1 AND a.sub_cid = $2",
+                    balance($crate::ledger::Asset::PointA),
+                    balance($crate::ledger::Asset::PointB),
+                    balance($crate::ledger::Asset::Reduction),
+                );
+                let row = sqlx::query(&sql)
+                    .bind(platform_id.0)
+                    .bind(sub_cid.as_str())
+                    .bind(equity_cid.as_str())
+                    .bind(transaction_id.as_str())
+                    .bind($crate::ledger::PERSON_PREFIX)
+                    .fetch_optional(self.reader())
+                    .await?;
+                let Some(row) = row else {
+                    return Ok($crate::store::SettleContext {
+                        authorization: None,
+                        provider_linked: false,
+                        settled_hash: None,
+                        balances: $crate::rules::Balances::default(),
+                    });
+                };
+                let amount = |index: usize| -> Result<i64, $crate::store::StoreError> {
+                    Ok(row.try_get::<Option<i64>, _>(index)?.unwrap_or(0))
+                };
+                Ok($crate::store::SettleContext {
+                    authorization: Some($crate::directory::Authorization {
+                        platform_id,
+                        sub_cid: sub_cid.clone(),
+                        master_cid: $crate::store::sql::stored_id(row.try_get(0)?, $crate::ids::MasterCid::new)?,
+                        active: row.try_get::<i64, _>(1)? == 1,
+                        authorized_at_ms: row.try_get(2)?,
+                        cancelled_at_ms: row.try_get(3)?,
+                    }),
+                    provider_linked: row.try_get::<i64, _>(4)? > 0,
+                    settled_hash: row.try_get(5)?,
+                    balances: $crate::rules::Balances {
+                        point_a: Points(amount(6)?),
+                        point_b: Points(amount(7)?),
+                        reduction: Grams(amount(8)?),
+                    },
+                })
+            }
+
             async fn balances(
                 &self,
                 master_cid: &$crate::ids::MasterCid,

@@ -89,7 +89,17 @@ impl FromRequestParts<AppState> for Caller {
             .map(|value| value.strip_prefix("Bearer ").unwrap_or(value).trim())
             .filter(|token| !token.is_empty())
             .ok_or_else(|| ApiError::new(40101, "Authorization token missing"))?;
-        let found = state.engine.store().access_token(&token_hash(token)).await.map_err(ApiError::internal)?;
+        let hash = token_hash(token);
+        let found = match state.tokens.get(&hash) {
+            Some(found) => Some(found),
+            None => {
+                let found = state.engine.store().access_token(&hash).await.map_err(ApiError::internal)?;
+                if let Some((platform, expires_at_ms)) = &found {
+                    state.tokens.put(hash, platform.clone(), *expires_at_ms);
+                }
+                found
+            }
+        };
         let Some((platform, expires_at_ms)) = found else {
             return Err(ApiError::new(40101, "Authorization token unknown"));
         };
@@ -98,6 +108,36 @@ impl FromRequestParts<AppState> for Caller {
         }
         let headers = RequestHeaders::from_request_parts(parts, state).await?;
         Ok(Caller { platform, request_id: headers.request_id })
+    }
+}
+
+/// Access tokens this instance has seen, by sha256. Sound because an issued token never
+/// changes: it is never revoked, only expires, and the expiry is checked on every call.
+/// Unknown tokens are not remembered, so a token issued by another instance is found in the
+/// database on its first use here.
+#[derive(Default)]
+pub struct TokenCache {
+    entries: Mutex<HashMap<String, (Platform, i64)>>,
+}
+
+/// Most tokens remembered; past it, expired ones are dropped, then all if still full.
+const TOKEN_CACHE_MAX: usize = 100_000;
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<(Platform, i64)> {
+        self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(hash).cloned()
+    }
+
+    fn put(&self, hash: String, platform: Platform, expires_at_ms: i64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.len() >= TOKEN_CACHE_MAX {
+            let now = carbon_engine::now_ms();
+            entries.retain(|_, (_, expires)| *expires > now);
+            if entries.len() >= TOKEN_CACHE_MAX {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (platform, expires_at_ms));
     }
 }
 

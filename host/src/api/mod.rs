@@ -47,6 +47,7 @@ pub struct AppState {
     pub push_wake: Arc<tokio::sync::Notify>,
     keys: Arc<RwLock<(Arc<Decryptor>, Arc<Signer>)>>,
     token_rate: Arc<RateLimiter>,
+    tokens: Arc<auth::TokenCache>,
 }
 
 impl AppState {
@@ -62,6 +63,7 @@ impl AppState {
             ca,
             metrics: Arc::new(Metrics::default()),
             token_rate: Arc::new(RateLimiter::new(config.token_rate_per_min)),
+            tokens: Arc::new(auth::TokenCache::default()),
             config: Arc::new(config),
             push_wake: Arc::new(tokio::sync::Notify::new()),
             keys: Arc::new(RwLock::new((Arc::new(Decryptor::new(key)?), Arc::new(Signer::new(key)?)))),
