@@ -74,7 +74,7 @@ impl Cluster {
     }
 
     fn server(&self, i: usize) -> &Server {
-        if i % 2 == 0 { &self.a } else { &self.b }
+        if i.is_multiple_of(2) { &self.a } else { &self.b }
     }
 
     /// Sends `body` to both instances at the same moment; their envelope codes, a's first.
@@ -98,7 +98,10 @@ struct Grant {
 /// so its purchases convert reductions (postings to the system accounts) when points run out.
 fn grants(people: usize) -> Vec<Grant> {
     (0..people)
-        .map(|i| Grant { point_a: (600 + (i as i64 % 7) * 100), grams: if i % 5 == 0 { 2_000 } else { 0 } })
+        .map(|i| Grant {
+            point_a: (600 + (i as i64 % 7) * 100),
+            grams: if buys_with_reductions(i) { 2_000 } else { 0 },
+        })
         .collect()
 }
 
@@ -236,7 +239,7 @@ async fn run_load(cluster: &Arc<Cluster>, load: Load, grants: &[Grant]) -> Vec<S
         clients.spawn(async move {
             loop {
                 let Some(job) = jobs.lock().unwrap().pop_front() else { break };
-                let convert = grants_convert(job.person);
+                let convert = buys_with_reductions(job.person);
                 let body = order_body(&job.id, job.person, job.provider, job.hundredths, None, convert);
                 let answers = cluster.both(&body).await;
                 let record = |id: &str, hundredths: i64, answers: [i64; 2]| Sent {
@@ -294,8 +297,9 @@ async fn run_load(cluster: &Arc<Cluster>, load: Load, grants: &[Grant]) -> Vec<S
     Arc::try_unwrap(sent).unwrap().into_inner().unwrap()
 }
 
-fn grants_convert(person: usize) -> bool {
-    person % 5 == 0
+/// Every fifth person holds reductions and buys with `type = 1`.
+fn buys_with_reductions(person: usize) -> bool {
+    person.is_multiple_of(5)
 }
 
 /// A known defect, tolerated so that the rest of the story keeps guarding: `Engine::settle`
@@ -457,7 +461,7 @@ async fn two_instances_settle_each_order_once_under_load(db: TestDb) {
     let mut late = Vec::new();
     for (i, s) in settled.iter().enumerate() {
         let parent = s.id.rsplit_once("-r").map(|(parent, _)| parent);
-        let convert = s.hundredths > 0 && grants_convert(s.person);
+        let convert = s.hundredths > 0 && buys_with_reductions(s.person);
         let body = order_body(&s.id, s.person, s.provider, s.hundredths, parent, convert);
         let answer = cluster.server(i).post(SETTLE, Some(&cluster.token), body.clone()).await;
         late.push(Sent { answers: vec![answer.code()], ..(*s).clone() });
