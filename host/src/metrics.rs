@@ -23,6 +23,8 @@ pub struct Metrics {
     settle_buckets: [AtomicU64; SETTLE_BUCKETS_SECS.len()],
     settle_count: AtomicU64,
     settle_sum_micros: AtomicU64,
+    settled_new: AtomicU64,
+    settled_replayed: AtomicU64,
     pushes: Mutex<BTreeMap<(PushEvent, i64, PushKind), u64>>,
 }
 
@@ -67,6 +69,21 @@ impl Metrics {
         }
         self.settle_count.fetch_add(1, Ordering::Relaxed);
         self.settle_sum_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one successful `orderSettel`: settled now (`new`) or answered from the order
+    /// settled before (`replayed`). Summed over all instances, `new` equals the orders stored.
+    pub fn record_settled(&self, outcome: carbon_engine::Settled) {
+        let counter = match outcome {
+            carbon_engine::Settled::New => &self.settled_new,
+            carbon_engine::Settled::Replayed => &self.settled_replayed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Successful `orderSettel` calls of this instance so far: (new, replayed).
+    pub fn settled_counts(&self) -> (u64, u64) {
+        (self.settled_new.load(Ordering::Relaxed), self.settled_replayed.load(Ordering::Relaxed))
     }
 
     /// Counts one push event of a platform's stream.
@@ -135,6 +152,11 @@ impl Metrics {
         let sum = self.settle_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "carbon_settlement_seconds_sum {sum}");
         let _ = writeln!(out, "carbon_settlement_seconds_count {count}");
+        out.push_str("# HELP carbon_settlements_total Successful orderSettel calls: settled now, or replayed.\n");
+        out.push_str("# TYPE carbon_settlements_total counter\n");
+        let (new, replayed) = self.settled_counts();
+        let _ = writeln!(out, "carbon_settlements_total{{outcome=\"new\"}} {new}");
+        let _ = writeln!(out, "carbon_settlements_total{{outcome=\"replayed\"}} {replayed}");
         let pushes = self.pushes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for event in [PushEvent::Sent, PushEvent::Acked, PushEvent::Failed, PushEvent::DeadLettered] {
             let (name, help) = event.metric();
@@ -164,7 +186,12 @@ mod tests {
         metrics.record_request("/x", 42201);
         metrics.observe_settlement(Duration::from_millis(3));
         metrics.observe_settlement(Duration::from_secs(5));
+        metrics.record_settled(carbon_engine::Settled::New);
+        metrics.record_settled(carbon_engine::Settled::Replayed);
+        metrics.record_settled(carbon_engine::Settled::Replayed);
         let text = metrics.render();
+        assert!(text.contains("carbon_settlements_total{outcome=\"new\"} 1"), "{text}");
+        assert!(text.contains("carbon_settlements_total{outcome=\"replayed\"} 2"), "{text}");
         assert!(text.contains("carbon_http_requests_total{route=\"/x\",code=\"200\"} 2"), "{text}");
         assert!(text.contains("carbon_http_requests_total{route=\"/x\",code=\"42201\"} 1"), "{text}");
         assert!(text.contains("carbon_settlement_seconds_bucket{le=\"0.0025\"} 0"), "{text}");

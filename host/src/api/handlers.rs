@@ -469,6 +469,7 @@ pub async fn order_settel(
     let order = order_input(body, state.config.timezone)?;
     let outcome = state.engine.settle(&caller.platform, &order).await?;
     tracing::info!(request = %caller.request_id, order = %order.transaction_id, ?outcome, "settled");
+    state.metrics.record_settled(outcome);
     Ok(ok(Some("交易成功")))
 }
 
