@@ -192,6 +192,21 @@ impl Engine {
 
     /// Settles an order of `platform` exactly once (SPEC §5).
     pub async fn settle(&self, platform: &Platform, order: &Order) -> Result<Settled, EngineError> {
+        match self.settle_unless_settled(platform, order).await {
+            // The same order sent to two instances at once: the twin that won debited the
+            // points this one found short. Answer as a resend would, not "insufficient".
+            Err(EngineError::InsufficientPoints(reason)) => {
+                match self.store.order_hash(platform.id, &order.transaction_id).await? {
+                    Some(existing) => replay_or_conflict(&existing, &order.canonical_hash()),
+                    None => Err(EngineError::InsufficientPoints(reason)),
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// [`Engine::settle`], except that a twin settled while this one planned is not looked for.
+    async fn settle_unless_settled(&self, platform: &Platform, order: &Order) -> Result<Settled, EngineError> {
         let context =
             self.store.settle_context(platform.id, &order.cid, &order.equity_cid, &order.transaction_id).await?;
         let authorization = context.authorization.filter(|found| found.active).ok_or(EngineError::NotAuthorized)?;
