@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 on_both_backends!(
     five_hundred_buyers_for_one_hundred_orders,
     one_order_sent_fifty_times_settles_once,
+    twins_of_an_order_costing_everything_replay,
     concurrent_refunds_never_exceed_the_parent,
 );
 
@@ -74,6 +75,22 @@ async fn one_order_sent_fifty_times_settles_once(db: TestDb) {
     assert_eq!(tally(tasks).await, Tally { new: 1, replayed: 49, ..Tally::default() });
     assert_eq!(w.balances().await.0, "93");
     assert_eq!(w.provider_points(Asset::PointA).await, "7");
+    w.assert_sound().await;
+}
+
+/// The order takes every point: a twin that plans after the winner's debit finds nothing
+/// left, and must still answer the winner's success, not "insufficient points".
+async fn twins_of_an_order_costing_everything_replay(db: TestDb) {
+    let (w, second) = two_writers(&db).await;
+    w.credit_points(Asset::PointA, "7", "c-a").await;
+    let mut tasks = JoinSet::new();
+    for i in 0..50 {
+        let engine = if i % 2 == 0 { w.engine.clone() } else { second.clone() };
+        let (platform, order) = (w.platform.clone(), w.order("the-order", Some("7"), None));
+        tasks.spawn(async move { engine.settle(&platform, &order).await });
+    }
+    assert_eq!(tally(tasks).await, Tally { new: 1, replayed: 49, ..Tally::default() });
+    assert_eq!(w.balances().await.0, "0");
     w.assert_sound().await;
 }
 
