@@ -126,7 +126,12 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
         .await;
     let content = &bills.body["content"];
     assert_eq!(
-        (content["total"].clone(), content["totalCapped"].clone(), content["page"].clone(), content["pageSize"].clone()),
+        (
+            content["total"].clone(),
+            content["totalCapped"].clone(),
+            content["page"].clone(),
+            content["pageSize"].clone()
+        ),
         (json!(2), json!(false), json!(1), json!(1))
     );
     let bill = &content["bill"][0];

@@ -220,8 +220,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         conn.exec("PRAGMA wal_checkpoint(TRUNCATE)", &[]).await?;
     } else {
         // The identity of `journal` must continue after the ids given here.
-        conn.exec("SELECT setval(pg_get_serial_sequence('journal', 'id'), (SELECT MAX(id) FROM journal))", &[])
-            .await?;
+        conn.exec("SELECT setval(pg_get_serial_sequence('journal', 'id'), (SELECT MAX(id) FROM journal))", &[]).await?;
         // Index-only scans need the visibility map, which autovacuum would build later.
         conn.exec("VACUUM (ANALYZE) orders", &[]).await?;
         conn.exec("VACUUM (ANALYZE) journal", &[]).await?;
@@ -265,10 +264,13 @@ fn orders_insert(
     let pix = if platforms.len() == 1 {
         "0".to_owned()
     } else {
-        format!("CASE WHEN h1 % 100 < {} THEN 0 ELSE 1 + (h1 / 100) % {} END", shape.big_platform_percent, platforms.len() - 1)
+        format!(
+            "CASE WHEN h1 % 100 < {} THEN 0 ELSE 1 + (h1 / 100) % {} END",
+            shape.big_platform_percent,
+            platforms.len() - 1
+        )
     };
-    let transaction_id =
-        if conn.is_sqlite() { "printf('g%010d', n)" } else { "'g' || lpad(CAST(n AS TEXT), 10, '0')" };
+    let transaction_id = if conn.is_sqlite() { "printf('g%010d', n)" } else { "'g' || lpad(CAST(n AS TEXT), 10, '0')" };
     format!(
         "{series}, \
          g AS (SELECT n, {h1} AS h1, {h2} AS h2, {h3} AS h3, {h4} AS h4 FROM s), \
