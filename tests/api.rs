@@ -126,8 +126,13 @@ async fn a_platform_settles_refunds_and_reads_bills(db: TestDb) {
         .await;
     let content = &bills.body["content"];
     assert_eq!(
-        (content["total"].clone(), content["page"].clone(), content["pageSize"].clone()),
-        (json!(2), json!(1), json!(1))
+        (
+            content["total"].clone(),
+            content["totalCapped"].clone(),
+            content["page"].clone(),
+            content["pageSize"].clone()
+        ),
+        (json!(2), json!(false), json!(1), json!(1))
     );
     let bill = &content["bill"][0];
     assert_eq!(bill["transactionId"], "r-1");
@@ -225,6 +230,14 @@ async fn bad_input_answers_40001_naming_the_field(db: TestDb) {
         assert_eq!((answer.status, answer.code()), (400, 40001), "{field}: {answer:?}");
         assert!(answer.msg().contains(field), "{field}: {}", answer.msg());
     }
+    let too_deep = m
+        .post(
+            "/account/getPointsBillInfo",
+            json!({ "beginTime": "2024-04-09 00:00:00", "endTime": "2024-04-10 00:00:00", "page": 21, "pageSize": 500 }),
+        )
+        .await;
+    assert_eq!((too_deep.status, too_deep.code()), (400, 40001), "{too_deep:?}");
+    assert!(too_deep.msg().contains("page") && too_deep.msg().contains("10000"), "{}", too_deep.msg());
     let not_json = m
         .server
         .send("POST", "/transaction/orderSettel", Some(&m.token), Server::fresh_headers(), Some("{oops".into()))

@@ -7,6 +7,15 @@ use crate::order::FieldError;
 /// Largest page the bill query serves.
 pub const MAX_PAGE_SIZE: u32 = 500;
 
+/// How deep a bill query may page, and how far it counts: `page × pageSize` is at most this
+/// many rows, and [`BillPage::total`] stops counting here ([`BillPage::total_capped`]).
+///
+/// An `OFFSET` costs as many index entries as it skips and a count as many as it counts, so
+/// without a bound one query over a busy platform's year reads millions of rows. Older bills
+/// stay reachable by narrowing `beginTime`/`endTime` (each window pages from its newest bill),
+/// which is keyset paging on `transactionTime`.
+pub const MAX_RESULT_WINDOW: u64 = 10_000;
+
 /// A bill query of one platform (`getPointsBillInfo`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BillQuery {
@@ -35,6 +44,14 @@ impl BillQuery {
         }
         if self.page_size == 0 || self.page_size > MAX_PAGE_SIZE {
             return Err(FieldError::new("pageSize", format!("must be 1 to {MAX_PAGE_SIZE}")));
+        }
+        if u64::from(self.page) * u64::from(self.page_size) > MAX_RESULT_WINDOW {
+            return Err(FieldError::new(
+                "page",
+                format!(
+                    "page × pageSize must not exceed {MAX_RESULT_WINDOW}; narrow beginTime/endTime to reach older bills"
+                ),
+            ));
         }
         Ok(())
     }
@@ -80,8 +97,10 @@ impl Bill {
 /// One page of bills.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BillPage {
-    /// Rows matching the query, over all pages.
+    /// Rows matching the query, over all pages, counted up to [`MAX_RESULT_WINDOW`].
     pub total: u64,
+    /// More than `total` rows match: the count stopped at [`MAX_RESULT_WINDOW`].
+    pub total_capped: bool,
     /// The rows of this page, newest `transactionTime` first.
     pub bills: Vec<Bill>,
 }

@@ -32,6 +32,7 @@ on_both_backends!(
     refunds_are_bounded_by_their_parent,
     rules_and_links_are_enforced,
     bills_are_filtered_paged_and_private,
+    deep_bill_pages_are_refused_and_totals_capped,
     untrusted_rules_cannot_break_the_ledger,
     point_conversions_apply_before_the_debit,
     verify_reports_every_kind_of_breach,
@@ -298,6 +299,63 @@ async fn bills_are_filtered_paged_and_private(db: TestDb) {
     }
     let stranger = w.engine.add_platform("stranger", None).await.unwrap();
     assert_eq!(w.engine.bills(&stranger, &all_bills()).await.unwrap().total, 0);
+}
+
+async fn deep_bill_pages_are_refused_and_totals_capped(db: TestDb) {
+    let w = world(engine(&db)).await;
+    w.credit_points(Asset::PointA, "1000", "c-a").await;
+    for i in 0..3 {
+        let mut order = w.order(&format!("t-{i}"), Some("1"), None);
+        order.transaction_time_ms = 1_000_000 + i * 1000;
+        w.engine.settle(&w.platform, &order).await.unwrap();
+    }
+    // 10,000 more bills like t-0 (settling them one by one would take minutes); they share its
+    // journal entry, which the bill query never reads.
+    db.raw(
+        "WITH d(x) AS (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) \
+         INSERT INTO orders (platform_id, transaction_id, sub_cid, master_cid, equity_cid, point_a, point_b, \
+             converted_reduction, transaction_time_ms, settled_at_ms, transaction_type, auto_convert, items, \
+             request_hash, journal_id) \
+         SELECT o.platform_id, o.transaction_id || '-' || (a.x * 1000 + b.x * 100 + c.x * 10 + e.x), o.sub_cid, \
+             o.master_cid, o.equity_cid, o.point_a, o.point_b, o.converted_reduction, o.transaction_time_ms, \
+             o.settled_at_ms, o.transaction_type, o.auto_convert, o.items, o.request_hash, o.journal_id \
+         FROM orders o, d a, d b, d c, d e WHERE o.transaction_id = 't-0'",
+    )
+    .await;
+    let page = |page, page_size| BillQuery { page, page_size, ..all_bills() };
+
+    let first = w.engine.bills(&w.platform, &page(1, 10)).await.unwrap();
+    assert_eq!((first.total, first.total_capped), (10_000, true), "10,003 rows are counted up to 10,000");
+    let ids: Vec<_> = first.bills.iter().take(2).map(|bill| bill.transaction_id.as_str()).collect();
+    assert_eq!(ids, ["t-2", "t-1"], "newest first");
+    let deepest = w.engine.bills(&w.platform, &page(20, 500)).await.unwrap();
+    assert_eq!((deepest.bills.len(), deepest.total, deepest.total_capped), (500, 10_000, true));
+    let single = w.engine.bills(&w.platform, &page(10_000, 1)).await.unwrap();
+    assert_eq!(single.bills.len(), 1, "the 10,000th row is reachable");
+    for too_deep in [page(21, 500), page(10_001, 1), page(u32::MAX, 500)] {
+        match w.engine.bills(&w.platform, &too_deep).await {
+            Err(EngineError::InvalidField(field)) => {
+                assert_eq!(field.field, "page");
+                assert!(field.reason.contains("10000"), "{}", field.reason);
+            }
+            other => panic!("{too_deep:?} answered {other:?}"),
+        }
+    }
+    // Narrowing the range reaches the rows beyond the window; small counts stay exact.
+    let newer = BillQuery { begin_ms: 1_001_000, page_size: 1, ..all_bills() };
+    let newer = w.engine.bills(&w.platform, &newer).await.unwrap();
+    assert_eq!((newer.bills.len(), newer.total, newer.total_capped), (1, 2, false), "counted when the page is full");
+    let beyond = BillQuery { begin_ms: 1_001_000, page: 3, page_size: 1, ..all_bills() };
+    assert_eq!(w.engine.bills(&w.platform, &beyond).await.unwrap().total, 2, "counted when the page is empty");
+    let tail = BillQuery { begin_ms: 1_001_000, page: 2, page_size: 1, ..all_bills() };
+    let tail = w.engine.bills(&w.platform, &tail).await.unwrap();
+    assert_eq!((tail.bills.len(), tail.total, tail.total_capped), (1, 2, false));
+    let old = BillQuery { end_ms: 1_000_000, page: 20, page_size: 500, ..all_bills() };
+    let old = w.engine.bills(&w.platform, &old).await.unwrap();
+    assert_eq!((old.bills.len(), old.total, old.total_capped), (500, 10_000, true));
+    let exact = BillQuery { begin_ms: 1_001_000, ..all_bills() };
+    let exact = w.engine.bills(&w.platform, &exact).await.unwrap();
+    assert_eq!((exact.bills.len(), exact.total, exact.total_capped), (2, 2, false));
 }
 
 /// What a scripted rules export answers.

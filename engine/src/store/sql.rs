@@ -831,23 +831,37 @@ macro_rules! impl_sql_store {
                 query: &$crate::bill::BillQuery,
             ) -> Result<$crate::bill::BillPage, $crate::store::StoreError> {
                 use sqlx::Row as _;
-                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*)");
-                Self::push_bill_filters(&mut count, platform_id, query);
-                let total: i64 = count.build().fetch_one(self.reader()).await?.try_get(0)?;
+                // The page: ids from the index alone (the filters and the order are its
+                // columns), then only the page's rows are read, so skipping `OFFSET` rows
+                // costs index entries, not table rows.
                 let mut page = sqlx::QueryBuilder::<$db>::new(
                     "SELECT sub_cid, equity_cid, transaction_id, parent_transaction_id, point_a, point_b, \
-                     converted_reduction, transaction_time_ms, settled_at_ms, transaction_type",
+                     converted_reduction, transaction_time_ms, settled_at_ms, transaction_type \
+                     FROM orders WHERE id IN (SELECT id",
                 );
                 Self::push_bill_filters(&mut page, platform_id, query);
                 page.push(" ORDER BY transaction_time_ms DESC, id DESC LIMIT ")
                     .push_bind(i64::from(query.page_size))
                     .push(" OFFSET ")
-                    .push_bind(query.offset() as i64);
+                    .push_bind(query.offset() as i64)
+                    .push(") ORDER BY transaction_time_ms DESC, id DESC");
                 let rows = page.build().fetch_all(self.reader()).await?;
-                Ok($crate::bill::BillPage {
-                    total: total as u64,
-                    bills: rows.iter().map(Self::bill_from_row).collect::<Result<_, _>>()?,
-                })
+                let bills = rows.iter().map(Self::bill_from_row).collect::<Result<Vec<_>, _>>()?;
+                // A page that is not full shows where the rows end, so it needs no count.
+                if bills.len() < query.page_size as usize && (!bills.is_empty() || query.offset() == 0) {
+                    return Ok($crate::bill::BillPage {
+                        total: query.offset() + bills.len() as u64,
+                        total_capped: false,
+                        bills,
+                    });
+                }
+                // Otherwise count, but only up to the window: one more row says "more".
+                let cap = $crate::bill::MAX_RESULT_WINDOW;
+                let mut count = sqlx::QueryBuilder::<$db>::new("SELECT COUNT(*) FROM (SELECT 1 AS one");
+                Self::push_bill_filters(&mut count, platform_id, query);
+                count.push(" LIMIT ").push_bind((cap + 1) as i64).push(") AS capped");
+                let counted = count.build().fetch_one(self.reader()).await?.try_get::<i64, _>(0)? as u64;
+                Ok($crate::bill::BillPage { total: counted.min(cap), total_capped: counted > cap, bills })
             }
 
             async fn verify(&self) -> Result<$crate::invariants::InvariantReport, $crate::store::StoreError> {

@@ -293,8 +293,8 @@ pub struct BillRequest {
         example = "2024-04-09 23:59:59"
     )]
     end_time: String,
-    /// Page number, from 1; default 1.
-    #[schema(minimum = 1)]
+    /// Page number, from 1; default 1. `page × pageSize` is at most 10000.
+    #[schema(minimum = 1, maximum = 10000)]
     page: Option<u32>,
     /// Rows per page, 1 to 500; default 10.
     #[schema(minimum = 1, maximum = 500)]
@@ -305,8 +305,10 @@ pub struct BillRequest {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BillList {
-    /// Rows matching the query over all pages.
+    /// Rows matching the query over all pages, counted up to 10000.
     total: u64,
+    /// More rows match than `total` says: the count stopped at 10000 (narrow the time range).
+    total_capped: bool,
     /// The page, as used.
     page: u32,
     /// Rows per page, as used.
@@ -348,7 +350,13 @@ pub async fn get_points_bill_info(
     };
     let page = state.engine.bills(&caller.platform, &query).await?;
     let bill = page.bills.into_iter().map(BillRow::from).collect();
-    Ok(ok(Some(BillList { total: page.total, page: query.page, page_size: query.page_size, bill })))
+    Ok(ok(Some(BillList {
+        total: page.total,
+        total_capped: page.total_capped,
+        page: query.page,
+        page_size: query.page_size,
+        bill,
+    })))
 }
 
 /// Body of `orderSettel`: a purchase (positive amounts) or a refund (negative amounts).
