@@ -5,18 +5,19 @@
 //! drift apart. Each backend provides `reader()` (a pool for reads) and `begin_write()` (a
 //! transaction on its write path) and expands [`impl_sql_store!`] for its concrete types.
 
+/// Rows per multi-row `INSERT`: far below SQLite's and PostgreSQL's limits on bound values.
+pub(crate) const ROWS_PER_STATEMENT: usize = 500;
+
 /// Implements `Store` for `$store`, whose database is `$db`.
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Applies the net changes of `postings` and records each posting under
-            /// `journal_id`. Debits of person and provider accounts are conditional and applied
-            /// at once; every other change (credits, system accounts) is added to `deferred`,
-            /// which the caller applies before commit — so a batch touches a hot account's row
-            /// once, however many of its settlements credit it.
-            async fn apply_postings(
+            /// Applies the net changes of `postings`: debits of person and provider accounts are
+            /// conditional and applied at once; every other change (credits, system accounts) is
+            /// added to `deferred`, which the caller applies before commit — so a batch touches
+            /// a hot account's row once, however many of its settlements credit it.
+            async fn apply_balance_changes(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                journal_id: i64,
                 postings: &$crate::ledger::PostingSet,
                 deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
             ) -> Result<(), $crate::store::ApplyError> {
@@ -40,15 +41,88 @@ macro_rules! impl_sql_store {
                         *deferred.entry((key, asset)).or_insert(0) += amount;
                     }
                 }
-                let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO postings (journal_id, account, asset, amount) ");
-                insert.push_values(postings.postings(), |mut row, posting| {
-                    row.push_bind(journal_id)
-                        .push_bind(posting.account.key())
-                        .push_bind(posting.asset.code())
-                        .push_bind(posting.amount);
-                });
-                insert.build().execute(&mut **tx).await.map_err($crate::store::StoreError::from)?;
                 Ok(())
+            }
+
+            /// Records the postings of many journal entries in as few statements as the
+            /// databases' limits on bound values allow.
+            async fn insert_postings(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                entries: &[(i64, &$crate::ledger::PostingSet)],
+            ) -> Result<(), $crate::store::StoreError> {
+                let rows: Vec<(i64, &$crate::ledger::Posting)> = entries
+                    .iter()
+                    .flat_map(|(journal_id, postings)| postings.postings().iter().map(move |posting| (*journal_id, posting)))
+                    .collect();
+                for chunk in rows.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut insert =
+                        sqlx::QueryBuilder::<$db>::new("INSERT INTO postings (journal_id, account, asset, amount) ");
+                    insert.push_values(chunk, |mut row, (journal_id, posting)| {
+                        row.push_bind(*journal_id)
+                            .push_bind(posting.account.key())
+                            .push_bind(posting.asset.code())
+                            .push_bind(posting.amount);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Queues the bill pushes of settled orders: the order row is the bill, so an
+            /// outbox row only points at it.
+            async fn insert_bill_pushes(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                bills: &[(i64, i64, i64)],
+            ) -> Result<(), $crate::store::StoreError> {
+                for chunk in bills.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO push_outbox (platform_id, kind, order_id, created_at_ms) ",
+                    );
+                    insert.push_values(chunk, |mut row, (platform_id, order_row_id, at_ms)| {
+                        row.push_bind(*platform_id)
+                            .push_bind($crate::push::PushKind::Bills.code())
+                            .push_bind(*order_row_id)
+                            .push_bind(*at_ms);
+                    });
+                    insert.build().execute(&mut **tx).await?;
+                }
+                Ok(())
+            }
+
+            /// Records request ids; `true` for each recorded, `false` for a replay (also for a
+            /// second use of one id within `writes`).
+            async fn insert_request_ids(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                writes: &[$crate::store::RequestIdWrite],
+            ) -> Result<Vec<bool>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut first_uses = std::collections::HashMap::new();
+                for (index, write) in writes.iter().enumerate() {
+                    first_uses.entry(write.request_id.as_str()).or_insert(index);
+                }
+                let unique: Vec<&$crate::store::RequestIdWrite> =
+                    writes.iter().enumerate().filter(|(index, write)| first_uses[write.request_id.as_str()] == *index).map(|(_, write)| write).collect();
+                let mut recorded = std::collections::HashSet::new();
+                for chunk in unique.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO request_ids (request_id, expires_at_ms) ");
+                    insert.push_values(chunk, |mut row, write| {
+                        row.push_bind(write.request_id.clone()).push_bind(write.expires_at_ms);
+                    });
+                    // The reuse of an expired record; every write of a batch shares its clock.
+                    insert
+                        .push(" ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
+                               WHERE request_ids.expires_at_ms < ")
+                        .push_bind(chunk.iter().map(|write| write.now_ms).min().unwrap_or(0))
+                        .push(" RETURNING request_id");
+                    for row in insert.build().fetch_all(&mut **tx).await? {
+                        recorded.insert(row.try_get::<String, _>(0)?);
+                    }
+                }
+                Ok(writes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, write)| first_uses[write.request_id.as_str()] == index && recorded.contains(&write.request_id))
+                    .collect())
             }
 
             /// Applies deferred balance changes, in key order (the global lock order).
@@ -126,22 +200,11 @@ macro_rules! impl_sql_store {
                 let mut tx = self.begin_write().await?;
                 Self::lock_balance_rows(&mut tx, batch).await?;
                 let mut outcome = $crate::store::BatchOutcome::default();
-                for write in &batch.request_ids {
-                    let recorded = sqlx::query(
-                        "INSERT INTO request_ids (request_id, expires_at_ms) VALUES ($1, $3) \
-                         ON CONFLICT (request_id) DO UPDATE SET expires_at_ms = excluded.expires_at_ms \
-                         WHERE request_ids.expires_at_ms < $2",
-                    )
-                    .bind(&write.request_id)
-                    .bind(write.now_ms)
-                    .bind(write.expires_at_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                    outcome.request_ids.push(recorded.rows_affected() == 1);
-                }
+                outcome.request_ids = Self::insert_request_ids(&mut tx, &batch.request_ids).await?;
                 // Alone in its transaction, a refused settlement rolls the transaction back.
                 let savepoints = batch.settlements.len() + batch.request_ids.len() > 1;
                 let mut deferred = std::collections::BTreeMap::new();
+                let (mut journal_entries, mut bills) = (Vec::new(), Vec::new());
                 for write in &batch.settlements {
                     Self::apply_deferred_debited(&mut tx, write, &mut deferred).await?;
                     if savepoints {
@@ -149,7 +212,9 @@ macro_rules! impl_sql_store {
                     }
                     let mut own = std::collections::BTreeMap::new();
                     match Self::write_settlement(&mut tx, write, &mut own).await {
-                        Ok(()) => {
+                        Ok((journal_id, order_row_id)) => {
+                            journal_entries.push((journal_id, &write.postings));
+                            bills.push((write.platform_id.0, order_row_id, write.settled_at_ms));
                             if savepoints {
                                 sqlx::query("RELEASE SAVEPOINT settlement").execute(&mut *tx).await?;
                             }
@@ -171,18 +236,22 @@ macro_rules! impl_sql_store {
                         }
                     }
                 }
+                Self::insert_postings(&mut tx, &journal_entries).await?;
+                Self::insert_bill_pushes(&mut tx, &bills).await?;
                 Self::apply_deferred(&mut tx, deferred).await?;
                 tx.commit().await?;
                 Ok(outcome)
             }
 
             /// Writes one settlement inside the caller's transaction: journal, order row (the
-            /// bill), its push, the refund's bound on its parent, then the postings.
+            /// bill), the refund's bound on its parent, then the balance changes. Returns the
+            /// journal id and the order row's id; the caller records the postings and queues
+            /// the bill push.
             async fn write_settlement(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 write: &$crate::store::SettlementWrite,
                 deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
-            ) -> Result<(), $crate::store::ApplyError> {
+            ) -> Result<(i64, i64), $crate::store::ApplyError> {
                 use $crate::store::{ApplyError, StoreError};
                 let order = &write.order;
                 let is_refund = order.kind() == $crate::order::OrderKind::Refund;
@@ -223,17 +292,6 @@ macro_rules! impl_sql_store {
                     use sqlx::Row as _;
                     inserted.try_get(0).map_err(StoreError::from)?
                 };
-                // The bill push: the order row is the bill, so the outbox row only points at it.
-                sqlx::query(
-                    "INSERT INTO push_outbox (platform_id, kind, order_id, created_at_ms) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(write.platform_id.0)
-                .bind($crate::push::PushKind::Bills.code())
-                .bind(order_row_id)
-                .bind(write.settled_at_ms)
-                .execute(&mut **tx)
-                .await
-                .map_err(StoreError::from)?;
                 if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
                     let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
                     let updated = sqlx::query(
@@ -270,7 +328,8 @@ macro_rules! impl_sql_store {
                         });
                     }
                 }
-                Self::apply_postings(tx, journal_id, &write.postings, deferred).await
+                Self::apply_balance_changes(tx, &write.postings, deferred).await?;
+                Ok((journal_id, order_row_id))
             }
 
             /// Starts the group-commit writer when `options` ask for it.
@@ -788,7 +847,9 @@ macro_rules! impl_sql_store {
                     };
                 }
                 let mut deferred = std::collections::BTreeMap::new();
-                Self::apply_postings(&mut tx, journal_id, &credit.postings(), &mut deferred).await.map_err(|err| match err {
+                let postings = credit.postings();
+                Self::insert_postings(&mut tx, &[(journal_id, &postings)]).await?;
+                Self::apply_balance_changes(&mut tx, &postings, &mut deferred).await.map_err(|err| match err {
                     $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
                     other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
                 })?;
