@@ -16,6 +16,7 @@ fn main() {
     let target_dir = out_dir.ancestors().nth(4).expect("OUT_DIR is inside the target folder").join("wasm-plugins");
     let template = manifest_dir.join("../examples/plugin-template");
     // The template is its own workspace: build it too, so the copy authors start from works.
+    ensure_wasm_target();
     for manifest in [plugins.join("Cargo.toml"), template.join("Cargo.toml")] {
         build(&manifest, &target_dir);
     }
@@ -42,4 +43,27 @@ fn build(manifest: &std::path::Path, target_dir: &std::path::Path) {
         .status()
         .expect("run cargo to build the plugins");
     assert!(status.success(), "building the plugins of {} for wasm32-wasip2 failed", manifest.display());
+}
+
+/// rust-toolchain.toml names the wasm32-wasip2 target, but rustup installs it on first use only
+/// when auto-install is on (`RUSTUP_AUTO_INSTALL=0` turns it off): add it if its standard
+/// library is missing, so the README's test command works on a fresh machine either way.
+fn ensure_wasm_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let libdir = Command::new(&rustc)
+        .args(["--print", "target-libdir", "--target", "wasm32-wasip2"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
+    if libdir.is_some_and(|dir| dir.is_dir()) {
+        return;
+    }
+    let status = Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+    if !matches!(status, Ok(status) if status.success()) {
+        println!(
+            "cargo:warning=the wasm32-wasip2 target is missing and `rustup target add wasm32-wasip2` failed; \
+             install it to build the plugins"
+        );
+    }
 }

@@ -42,7 +42,7 @@ async fn setup(db: TestDb) -> Bench {
         engine.map_cid(&platform, &sub, &master).await.unwrap();
         engine.authorize(&platform, &sub).await.unwrap();
         let points = Points::parse("amount", "100000000").unwrap();
-        let credit = Credit::points(master, Asset::PointA, points, &format!("credit-{person}"), None).unwrap();
+        let credit = Credit::points(master, Asset::PointA, points, format!("credit-{person}"), None).unwrap();
         engine.credit(&credit).await.unwrap();
     }
     Bench { _db: db, engine, platform, next_order: AtomicU64::new(0) }

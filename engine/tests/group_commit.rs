@@ -52,11 +52,17 @@ async fn batch_writer(db: &TestDb) -> Box<dyn BatchWriter> {
 
 /// One transaction holding purchases that fit, one that overdraws, a duplicate, a refund of a
 /// purchase of the same batch (debiting the provider, whose credit is still deferred), a
-/// refund that exceeds its parent and a replayed request id: each gets its own outcome, and
+/// refund that exceeds its parent, a refund that overdraws the provider after counting against
+/// its parent, and a replayed request id: each gets its own outcome, and
 /// the database holds exactly the accepted writes.
 async fn batch_mates_do_not_fail_each_other(db: TestDb) {
     let w = world(Engine::with_default_rules(db.store.clone())).await;
     w.credit_points(Asset::PointA, "10", "c-1").await;
+    // A refund of 1 whose postings take 20 from the provider, which never holds that much.
+    let mut overdrawing_refund = write(&w, w.refund("r-3", "p-3", Some("-1"), None));
+    overdrawing_refund.postings = PostingSetBuilder::default()
+        .transfer(&AccountId::Provider(w.provider.clone()), &AccountId::Person(w.master.clone()), Asset::PointA, 2000)
+        .build();
     let batch = WriteBatch {
         settlements: vec![
             write(&w, w.order("p-1", Some("4"), None)),
@@ -65,6 +71,8 @@ async fn batch_mates_do_not_fail_each_other(db: TestDb) {
             write(&w, w.refund("r-1", "p-1", Some("-4"), None)), // the provider had 0 before this batch
             write(&w, w.refund("r-2", "p-1", Some("-1"), None)), // p-1 is fully refunded by now
             write(&w, w.order("p-3", Some("10"), None)), // 10 again after r-1
+            overdrawing_refund,                         // counts against p-3, then overdraws the provider: taken back
+            write(&w, w.refund("r-4", "p-3", Some("-10"), None)), // all of p-3: r-3 left no count
         ],
         request_ids: vec![
             RequestIdWrite { request_id: "q-1".into(), now_ms: 1_000, expires_at_ms: 5_000 },
@@ -83,14 +91,16 @@ async fn batch_mates_do_not_fail_each_other(db: TestDb) {
             Err(other) => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(kinds, ["ok", "overdraft", "duplicate", "ok", "exceeds", "ok"]);
+    assert_eq!(kinds, ["ok", "overdraft", "duplicate", "ok", "exceeds", "ok", "overdraft", "ok"]);
     assert_eq!(outcome.request_ids, [true, false]);
-    assert_eq!(w.balances().await.0, "0");
-    assert_eq!(w.provider_points(Asset::PointA).await, "10");
+    assert_eq!(w.balances().await.0, "10");
+    assert_eq!(w.provider_points(Asset::PointA).await, "0");
     let orders = db.text("SELECT CAST(COUNT(*) AS TEXT) FROM orders").await.unwrap();
-    assert_eq!(orders, "3", "p-1, r-1 and p-3, nothing of the refused");
+    assert_eq!(orders, "4", "p-1, r-1, p-3 and r-4, nothing of the refused");
+    let journal = db.text("SELECT CAST(COUNT(*) AS TEXT) FROM journal WHERE kind <> 'credit'").await.unwrap();
+    assert_eq!(journal, "4", "no journal entry of a refused settlement is left");
     let pushes = db.text("SELECT CAST(COUNT(*) AS TEXT) FROM push_outbox WHERE kind = 1").await.unwrap();
-    assert_eq!(pushes, "3");
+    assert_eq!(pushes, "4");
     w.assert_sound().await;
 }
 

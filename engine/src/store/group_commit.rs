@@ -4,9 +4,9 @@
 //! **Invariants:**
 //! - a caller is answered only after the transaction holding its write has committed (or
 //!   failed), so a success is as durable as a one-at-a-time commit;
-//! - one failing settlement never fails its batch-mates: each settlement runs inside its own
-//!   savepoint, and a business refusal (overdraft, duplicate, refund too large) rolls back
-//!   only that savepoint;
+//! - one failing settlement never fails its batch-mates: a business refusal (overdraft,
+//!   duplicate, refund too large) takes back what that settlement wrote (its undo log) and
+//!   nothing else;
 //! - when the database fails a whole batch, every write of it is retried alone, so only the
 //!   write that the database refuses fails;
 //! - a batch holds at most [`GroupCommitConfig::max_batch`] writes and waits at most
@@ -49,7 +49,7 @@ pub struct RequestIdWrite {
 /// What one transaction writes.
 #[derive(Debug, Default)]
 pub struct WriteBatch {
-    /// Settlements, each in its own savepoint, in queue order.
+    /// Settlements, in queue order.
     pub settlements: Vec<SettlementWrite>,
     /// Request ids to record.
     pub request_ids: Vec<RequestIdWrite>,

@@ -8,6 +8,20 @@
 /// Rows per multi-row `INSERT`: far below SQLite's and PostgreSQL's limits on bound values.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
+/// What a settlement of a batch wrote before it was refused, to take back in reverse order:
+/// its batch-mates share the transaction, so it cannot simply be rolled back. (Savepoints
+/// would do the same at two more round trips per settlement.)
+pub(crate) enum Undo {
+    /// Delete the journal entry.
+    Journal(i64),
+    /// Delete the order row.
+    Order(i64),
+    /// Take back a refund's addition to its parent's refund counters.
+    RefundCounters { platform_id: i64, parent: String, point_a: i64, point_b: i64 },
+    /// Take back a debit of `amount` (negative) from an account.
+    Debit { account: String, asset: i64, amount: i64 },
+}
+
 /// Implements `Store` for `$store`, whose database is `$db`.
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty) => {
@@ -20,6 +34,7 @@ macro_rules! impl_sql_store {
                 tx: &mut sqlx::Transaction<'static, $db>,
                 postings: &$crate::ledger::PostingSet,
                 deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
+                undo: &mut Vec<$crate::store::sql::Undo>,
             ) -> Result<(), $crate::store::ApplyError> {
                 for (account, asset, amount) in postings.net_changes() {
                     let key = account.key();
@@ -37,6 +52,7 @@ macro_rules! impl_sql_store {
                         if updated.rows_affected() == 0 {
                             return Err($crate::store::ApplyError::Overdraft { account: key, asset });
                         }
+                        undo.push($crate::store::sql::Undo::Debit { account: key, asset: asset.code(), amount });
                     } else {
                         *deferred.entry((key, asset)).or_insert(0) += amount;
                     }
@@ -190,8 +206,9 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            /// Writes `batch` in one transaction: request ids, then each settlement inside its
-            /// own savepoint (a refused one leaves no trace), then the deferred balance changes.
+            /// Writes `batch` in one transaction: request ids, then each settlement (a refused one
+            /// takes back what it wrote, leaving no trace), then the postings and bill pushes of
+            /// the settled ones and the deferred balance changes.
             async fn write_batch_now(
                 &self,
                 batch: &$crate::store::WriteBatch,
@@ -201,39 +218,30 @@ macro_rules! impl_sql_store {
                 Self::lock_balance_rows(&mut tx, batch).await?;
                 let mut outcome = $crate::store::BatchOutcome::default();
                 outcome.request_ids = Self::insert_request_ids(&mut tx, &batch.request_ids).await?;
-                // Alone in its transaction, a refused settlement rolls the transaction back.
-                let savepoints = batch.settlements.len() + batch.request_ids.len() > 1;
+                // Alone in its transaction, a refused settlement rolls the transaction back;
+                // with batch-mates, it takes back what it wrote (`Undo`).
+                let alone = batch.settlements.len() + batch.request_ids.len() == 1;
                 let mut deferred = std::collections::BTreeMap::new();
                 let (mut journal_entries, mut bills) = (Vec::new(), Vec::new());
                 for write in &batch.settlements {
                     Self::apply_deferred_debited(&mut tx, write, &mut deferred).await?;
-                    if savepoints {
-                        sqlx::query("SAVEPOINT settlement").execute(&mut *tx).await?;
-                    }
                     let mut own = std::collections::BTreeMap::new();
                     match Self::write_settlement(&mut tx, write, &mut own).await {
                         Ok((journal_id, order_row_id)) => {
                             journal_entries.push((journal_id, &write.postings));
                             bills.push((write.platform_id.0, order_row_id, write.settled_at_ms));
-                            if savepoints {
-                                sqlx::query("RELEASE SAVEPOINT settlement").execute(&mut *tx).await?;
-                            }
                             for (key, amount) in own {
                                 *deferred.entry(key).or_insert(0) += amount;
                             }
                             outcome.settlements.push(Ok(()));
                         }
                         Err(ApplyError::Store(err)) => return Err(err),
-                        Err(refused) if savepoints => {
-                            sqlx::query("ROLLBACK TO SAVEPOINT settlement").execute(&mut *tx).await?;
-                            sqlx::query("RELEASE SAVEPOINT settlement").execute(&mut *tx).await?;
-                            outcome.settlements.push(Err(refused));
-                        }
-                        Err(refused) => {
+                        Err(refused) if alone => {
                             tx.rollback().await?;
                             outcome.settlements.push(Err(refused));
                             return Ok(outcome);
                         }
+                        Err(refused) => outcome.settlements.push(Err(refused)),
                     }
                 }
                 Self::insert_postings(&mut tx, &journal_entries).await?;
@@ -252,11 +260,69 @@ macro_rules! impl_sql_store {
                 write: &$crate::store::SettlementWrite,
                 deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
             ) -> Result<(i64, i64), $crate::store::ApplyError> {
+                let mut undo = Vec::new();
+                let written = Self::try_write_settlement(tx, write, deferred, &mut undo).await;
+                if let Err(err) = &written {
+                    if !matches!(err, $crate::store::ApplyError::Store(_)) {
+                        Self::undo(tx, undo).await?;
+                    }
+                }
+                written
+            }
+
+            /// Takes back what a refused settlement wrote, newest first.
+            async fn undo(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                undo: Vec<$crate::store::sql::Undo>,
+            ) -> Result<(), $crate::store::StoreError> {
+                use $crate::store::sql::Undo;
+                for step in undo.into_iter().rev() {
+                    match step {
+                        Undo::Journal(id) => {
+                            sqlx::query("DELETE FROM journal WHERE id = $1").bind(id).execute(&mut **tx).await?;
+                        }
+                        Undo::Order(id) => {
+                            sqlx::query("DELETE FROM orders WHERE id = $1").bind(id).execute(&mut **tx).await?;
+                        }
+                        Undo::RefundCounters { platform_id, parent, point_a, point_b } => {
+                            sqlx::query(
+                                "UPDATE orders SET refunded_a = refunded_a - $3, refunded_b = refunded_b - $4 \
+                                 WHERE platform_id = $1 AND transaction_id = $2",
+                            )
+                            .bind(platform_id)
+                            .bind(parent)
+                            .bind(point_a)
+                            .bind(point_b)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        Undo::Debit { account, asset, amount } => {
+                            sqlx::query("UPDATE balances SET balance = balance - $3 WHERE account = $1 AND asset = $2")
+                                .bind(account)
+                                .bind(asset)
+                                .bind(amount)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+
+            /// [`Self::write_settlement`] without taking back what it wrote when refused; each
+            /// write is recorded in `undo` as it succeeds.
+            async fn try_write_settlement(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                write: &$crate::store::SettlementWrite,
+                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
+                undo: &mut Vec<$crate::store::sql::Undo>,
+            ) -> Result<(i64, i64), $crate::store::ApplyError> {
                 use $crate::store::{ApplyError, StoreError};
                 let order = &write.order;
                 let is_refund = order.kind() == $crate::order::OrderKind::Refund;
                 let journal_id =
                     Self::insert_journal(tx, if is_refund { "refund" } else { "purchase" }, write.settled_at_ms).await?;
+                undo.push($crate::store::sql::Undo::Journal(journal_id));
                 let items = serde_json::to_string(&order.items).map_err(|err| StoreError::Corrupt(err.to_string()))?;
                 let inserted = sqlx::query(
                     "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
@@ -292,6 +358,7 @@ macro_rules! impl_sql_store {
                     use sqlx::Row as _;
                     inserted.try_get(0).map_err(StoreError::from)?
                 };
+                undo.push($crate::store::sql::Undo::Order(order_row_id));
                 if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
                     let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
                     let updated = sqlx::query(
@@ -327,8 +394,14 @@ macro_rules! impl_sql_store {
                             ApplyError::ParentNotFound
                         });
                     }
+                    undo.push($crate::store::sql::Undo::RefundCounters {
+                        platform_id: write.platform_id.0,
+                        parent: parent.as_str().to_owned(),
+                        point_a: refund_a,
+                        point_b: refund_b,
+                    });
                 }
-                Self::apply_balance_changes(tx, &write.postings, deferred).await?;
+                Self::apply_balance_changes(tx, &write.postings, deferred, undo).await?;
                 Ok((journal_id, order_row_id))
             }
 
@@ -849,7 +922,7 @@ macro_rules! impl_sql_store {
                 let mut deferred = std::collections::BTreeMap::new();
                 let postings = credit.postings();
                 Self::insert_postings(&mut tx, &[(journal_id, &postings)]).await?;
-                Self::apply_balance_changes(&mut tx, &postings, &mut deferred).await.map_err(|err| match err {
+                Self::apply_balance_changes(&mut tx, &postings, &mut deferred, &mut Vec::new()).await.map_err(|err| match err {
                     $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
                     other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
                 })?;

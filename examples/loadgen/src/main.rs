@@ -244,14 +244,7 @@ async fn progress(live: Arc<Live>, started: Instant) {
 /// The server's bills of the run's platform must be exactly the orders that answered 200 (a
 /// range when some orders' outcome stayed unknown).
 async fn check_bills(client: &Client, plan: &Plan, tally: &Tally, run_started_ms: i64) -> anyhow::Result<bool> {
-    let (begin, _) = plan.bill_range(run_started_ms);
-    let (_, end) = plan.bill_range(now_ms());
-    let query = json!({ "beginTime": begin, "endTime": end, "page": 1, "pageSize": 1 });
-    let answer = client.call(Method::POST, "/account/getPointsBillInfo", Some(&query)).await;
-    if !answer.is_ok() {
-        bail!("the bill count query answered {} (HTTP {}): {}", answer.code_key(), answer.status, answer.msg);
-    }
-    let in_db = answer.content["total"].as_u64().context("no total in getPointsBillInfo")?;
+    let in_db = count_bills(client, plan, run_started_ms - 86_400_000, now_ms() + 86_400_000).await?;
     let (low, high) = (tally.settled, tally.settled + tally.unresolved);
     let ok = (low..=high).contains(&in_db);
     println!(
@@ -265,6 +258,36 @@ async fn check_bills(client: &Client, plan: &Plan, tally: &Tally, run_started_ms
         );
     }
     Ok(ok)
+}
+
+/// The platform's bills with `transactionTime` in `[begin_ms, end_ms]`. The server counts at
+/// most 10,000 rows per query (`totalCapped`), so a capped range is split in halves, down to
+/// the one-second resolution of wire times.
+async fn count_bills(client: &Client, plan: &Plan, begin_ms: i64, end_ms: i64) -> anyhow::Result<u64> {
+    let mut ranges = vec![(begin_ms.div_euclid(1000), end_ms.div_euclid(1000))];
+    let mut total = 0;
+    while let Some((first_s, last_s)) = ranges.pop() {
+        let (begin, end) = (
+            wire::wall_time(first_s * 1000, plan.utc_offset_minutes),
+            wire::wall_time(last_s * 1000, plan.utc_offset_minutes),
+        );
+        let query = json!({ "beginTime": begin, "endTime": end, "page": 1, "pageSize": 1 });
+        let answer = client.call(Method::POST, "/account/getPointsBillInfo", Some(&query)).await;
+        if !answer.is_ok() {
+            bail!("the bill count query answered {} (HTTP {}): {}", answer.code_key(), answer.status, answer.msg);
+        }
+        let count = answer.content["total"].as_u64().context("no total in getPointsBillInfo")?;
+        if answer.content["totalCapped"].as_bool() != Some(true) {
+            total += count;
+        } else if first_s < last_s {
+            let middle = first_s + (last_s - first_s) / 2;
+            ranges.push((first_s, middle));
+            ranges.push((middle + 1, last_s));
+        } else {
+            bail!("more than {count} bills in the second {begin}: cannot count them through the API");
+        }
+    }
+    Ok(total)
 }
 
 /// `GET /admin/v1/verify`: every ledger invariant of the whole database.
