@@ -144,6 +144,8 @@ struct Sent {
     answers: Vec<i64>,
     /// A deliberately conflicting content: the same id went elsewhere with another amount.
     conflict: bool,
+    /// When it was sent and when the last answer came.
+    span: (Instant, Instant),
 }
 
 impl Sent {
@@ -241,16 +243,19 @@ async fn run_load(cluster: &Arc<Cluster>, load: Load, grants: &[Grant]) -> Vec<S
                 let Some(job) = jobs.lock().unwrap().pop_front() else { break };
                 let convert = buys_with_reductions(job.person);
                 let body = order_body(&job.id, job.person, job.provider, job.hundredths, None, convert);
+                let started = Instant::now();
                 let answers = cluster.both(&body).await;
-                let record = |id: &str, hundredths: i64, answers: [i64; 2]| Sent {
+                let span = (started, Instant::now());
+                let record = |id: &str, hundredths: i64, answers: [i64; 2], span| Sent {
                     id: id.to_owned(),
                     person: job.person,
                     provider: job.provider,
                     hundredths,
                     answers: answers.to_vec(),
                     conflict: false,
+                    span,
                 };
-                let purchase = record(&job.id, job.hundredths, answers);
+                let purchase = record(&job.id, job.hundredths, answers, span);
                 let settled = purchase.settled();
                 sent.lock().unwrap().push(purchase);
                 if job.refunds && settled {
@@ -261,10 +266,12 @@ async fn run_load(cluster: &Arc<Cluster>, load: Load, grants: &[Grant]) -> Vec<S
                         order_body(id, job.person, job.provider, -hundredths, Some(&job.id), false)
                     };
                     let (first_body, second_body) = (refund(&first_id, first), refund(&second_id, second));
+                    let started = Instant::now();
                     let (x, y) = tokio::join!(cluster.both(&first_body), cluster.both(&second_body));
+                    let span = (started, Instant::now());
                     let mut sent = sent.lock().unwrap();
-                    sent.push(record(&first_id, -first, x));
-                    sent.push(record(&second_id, -second, y));
+                    sent.push(record(&first_id, -first, x, span));
+                    sent.push(record(&second_id, -second, y, span));
                 }
             }
         });
@@ -276,11 +283,14 @@ async fn run_load(cluster: &Arc<Cluster>, load: Load, grants: &[Grant]) -> Vec<S
             let provider = 0;
             let body_a = order_body(&id, person, provider, hundredths, None, false);
             let body_b = order_body(&id, person, provider, hundredths + 1, None, false);
+            let started = Instant::now();
             let (x, y) = tokio::join!(
                 cluster.a.post(SETTLE, Some(&cluster.token), body_a),
                 cluster.b.post(SETTLE, Some(&cluster.token), body_b)
             );
+            let span = (started, Instant::now());
             let one = |hundredths: i64, code: i64| Sent {
+                span,
                 id: id.clone(),
                 person,
                 provider,
@@ -332,8 +342,18 @@ async fn check(cluster: &Cluster, grants: &[Grant], sent: &[Sent]) -> Report {
             problems.push(format!("{} answered {code} ({:?})", s.id, s.answers));
         }
         // Includes a twin that lost the race: it must replay the winner's 200, not answer
-        // 42201 because the winner's debit left the points short.
-        if s.answers.windows(2).any(|pair| pair[0] != pair[1]) {
+        // 42201 because the winner's debit left the points short. One twin may honestly find
+        // the points short before the other, though, when a refund to the same person
+        // settles in between.
+        let refund_in_between = || {
+            sent.iter().any(|r| {
+                r.person == s.person && r.hundredths < 0 && r.settled() && r.span.0 < s.span.1 && s.span.0 < r.span.1
+            })
+        };
+        let twins_disagree = s.answers.windows(2).any(|pair| pair[0] != pair[1]);
+        if twins_disagree && s.answers.contains(&42201) && refund_in_between() {
+            eprintln!("{}: twins answered {:?} across a refund to the same person", s.id, s.answers);
+        } else if twins_disagree {
             problems.push(format!("{} answered differently by the two instances: {:?}", s.id, s.answers));
         }
         if s.settled() {

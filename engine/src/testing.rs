@@ -28,7 +28,7 @@ pub fn serving() -> StoreOptions {
 }
 
 /// Group commit as the suites run it: batches form under concurrency and wait a little for
-/// batch-mates, so undo logs and shared transactions are exercised.
+/// batch-mates, so in-batch decisions and shared transactions are exercised.
 pub fn grouped() -> StoreOptions {
     StoreOptions {
         group_commit: Some(GroupCommitConfig { max_batch: 64, max_wait: std::time::Duration::from_millis(1) }),

@@ -129,6 +129,8 @@ async fn a_batch_the_database_refuses_is_retried_write_by_write(db: TestDb) {
     }
     assert_eq!(w.balances().await.0, "91");
     assert_eq!(w.provider_points(Asset::PointA).await, "9");
+    let stats = store.group_commit_stats().expect("the store groups its writes");
+    assert!(stats.settlements >= 10 && stats.batches >= 2, "the failed write is retried or alone: {stats:?}");
     // The engine on the grouped store settles and replays as ever.
     assert_eq!(w.engine.settle(&w.platform, &w.order("p-1", Some("1"), None)).await.unwrap(), Settled::Replayed);
     assert!(matches!(

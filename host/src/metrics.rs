@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use carbon_engine::ids::PlatformId;
 use carbon_engine::push::{PushBacklog, PushKind};
+use carbon_engine::store::GroupCommitStats;
 
 /// Upper bounds of the settlement latency buckets, in seconds.
 const SETTLE_BUCKETS_SECS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
@@ -101,7 +102,16 @@ impl Metrics {
     /// The text exposition of every metric; `backlog` (read from the database, so it covers
     /// every instance) gives the push gauges at `now_ms`.
     pub fn render_with_backlog(&self, backlog: &[PushBacklog], now_ms: i64) -> String {
+        self.render_with(backlog, None, now_ms)
+    }
+
+    /// [`Metrics::render_with_backlog`], plus the group-commit writer's counters when the
+    /// store groups its writes.
+    pub fn render_with(&self, backlog: &[PushBacklog], group: Option<GroupCommitStats>, now_ms: i64) -> String {
         let mut out = self.render();
+        if let Some(group) = group {
+            render_group_commit(&mut out, group);
+        }
         out.push_str("# HELP carbon_push_pending_rows Bills and authorization changes not yet delivered.\n");
         out.push_str("# TYPE carbon_push_pending_rows gauge\n");
         for item in backlog {
@@ -170,6 +180,22 @@ impl Metrics {
     }
 }
 
+/// Batches, the writes in them and the writer's busy time: writes ÷ batches is the mean batch,
+/// busy seconds per second near 1 means the writer is the bottleneck.
+fn render_group_commit(out: &mut String, group: GroupCommitStats) {
+    let counters = [
+        ("carbon_group_commit_batches_total", "Transactions written by the group-commit writer.", group.batches),
+        ("carbon_group_commit_settlements_total", "Settlements in group-commit transactions.", group.settlements),
+        ("carbon_group_commit_request_ids_total", "Request ids in group-commit transactions.", group.request_ids),
+    ];
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+    }
+    let name = "carbon_group_commit_busy_seconds_total";
+    let _ = writeln!(out, "# HELP {name} Time the group-commit writer spent writing and committing.");
+    let _ = writeln!(out, "# TYPE {name} counter\n{name} {}", group.busy_micros as f64 / 1e6);
+}
+
 fn labels(platform_id: i64, kind: PushKind) -> String {
     format!("platform_id=\"{platform_id}\",type=\"{kind}\"")
 }
@@ -198,6 +224,18 @@ mod tests {
         assert!(text.contains("carbon_settlement_seconds_bucket{le=\"0.005\"} 1"), "{text}");
         assert!(text.contains("carbon_settlement_seconds_bucket{le=\"+Inf\"} 2"), "{text}");
         assert!(text.contains("carbon_settlement_seconds_count 2"), "{text}");
+    }
+
+    #[test]
+    fn renders_group_commit_counters_only_when_grouped() {
+        let metrics = Metrics::default();
+        let group = GroupCommitStats { batches: 3, settlements: 70, request_ids: 90, busy_micros: 2_500_000 };
+        let text = metrics.render_with(&[], Some(group), 0);
+        assert!(text.contains("carbon_group_commit_batches_total 3\n"), "{text}");
+        assert!(text.contains("carbon_group_commit_settlements_total 70\n"), "{text}");
+        assert!(text.contains("carbon_group_commit_request_ids_total 90\n"), "{text}");
+        assert!(text.contains("carbon_group_commit_busy_seconds_total 2.5\n"), "{text}");
+        assert!(!metrics.render_with(&[], None, 0).contains("carbon_group_commit"));
     }
 
     #[test]

@@ -4,16 +4,18 @@
 //! **Invariants:**
 //! - a caller is answered only after the transaction holding its write has committed (or
 //!   failed), so a success is as durable as a one-at-a-time commit;
-//! - one failing settlement never fails its batch-mates: a business refusal (overdraft,
-//!   duplicate, refund too large) takes back what that settlement wrote (its undo log) and
-//!   nothing else;
+//! - one failing settlement never fails its batch-mates: each is decided in memory, in queue
+//!   order, before the batch writes anything (`batch_plan`), and a business refusal
+//!   (overdraft, duplicate, refund too large) simply is not written;
 //! - when the database fails a whole batch, every write of it is retried alone, so only the
 //!   write that the database refuses fails;
 //! - a batch holds at most [`GroupCommitConfig::max_batch`] writes and waits at most
 //!   [`GroupCommitConfig::max_wait`] for more; with no wait, a batch is whatever queued while
 //!   the previous one committed.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -76,11 +78,43 @@ enum Job {
     RecordRequestId(RequestIdWrite, oneshot::Sender<Result<bool, StoreError>>),
 }
 
+/// What a group-commit writer has done since it started, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Transactions written (a batch retried write by write counts once per retry).
+    pub batches: u64,
+    /// Settlements written or refused in them.
+    pub settlements: u64,
+    /// Request ids recorded or found replayed in them.
+    pub request_ids: u64,
+    /// Time spent writing and committing batches, µs: near the wall time when the writer is
+    /// the bottleneck.
+    pub busy_micros: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    settlements: AtomicU64,
+    request_ids: AtomicU64,
+    busy_micros: AtomicU64,
+}
+
+impl Counters {
+    fn record(&self, batch: &WriteBatch, started: Instant) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.settlements.fetch_add(batch.settlements.len() as u64, Ordering::Relaxed);
+        self.request_ids.fetch_add(batch.request_ids.len() as u64, Ordering::Relaxed);
+        self.busy_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 /// The queue in front of one writer task. Cheap to clone; the task ends when the last clone
 /// is dropped.
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Job {
@@ -101,8 +135,20 @@ impl GroupCommit {
     pub fn start(writer: impl BatchWriter, config: GroupCommitConfig) -> Self {
         let config = GroupCommitConfig { max_batch: config.max_batch.max(1), ..config };
         let (queue, jobs) = mpsc::channel(config.max_batch * 4);
-        tokio::spawn(run(writer, jobs, config));
-        GroupCommit { queue }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(writer, jobs, config, counters.clone()));
+        GroupCommit { queue, counters }
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> GroupCommitStats {
+        let counters = &self.counters;
+        GroupCommitStats {
+            batches: counters.batches.load(Ordering::Relaxed),
+            settlements: counters.settlements.load(Ordering::Relaxed),
+            request_ids: counters.request_ids.load(Ordering::Relaxed),
+            busy_micros: counters.busy_micros.load(Ordering::Relaxed),
+        }
     }
 
     /// Writes a settlement in the next batch; answers once that batch has committed.
@@ -120,7 +166,12 @@ impl GroupCommit {
     }
 }
 
-async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>, config: GroupCommitConfig) {
+async fn run(
+    writer: impl BatchWriter,
+    mut jobs: mpsc::Receiver<Job>,
+    config: GroupCommitConfig,
+    counters: Arc<Counters>,
+) {
     let mut pending = Vec::with_capacity(config.max_batch);
     while let Some(first) = jobs.recv().await {
         pending.push(first);
@@ -139,15 +190,18 @@ async fn run(writer: impl BatchWriter, mut jobs: mpsc::Receiver<Job>, config: Gr
                 }
             }
         }
-        write_and_answer(&writer, std::mem::take(&mut pending)).await;
+        write_and_answer(&writer, std::mem::take(&mut pending), &counters).await;
     }
 }
 
 /// Writes `jobs` in one transaction and answers each caller; when the database fails the whole
 /// batch, writes each job alone so that only the job it refuses fails.
-async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>) {
+async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>, counters: &Counters) {
     let (batch, replies) = split(jobs);
-    match writer.write_batch(&batch).await {
+    let started = Instant::now();
+    let written = writer.write_batch(&batch).await;
+    counters.record(&batch, started);
+    match written {
         Ok(outcome) => answer(replies, outcome),
         Err(err) if replies.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
@@ -160,7 +214,10 @@ async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>) {
             for write in settlements {
                 let reply = replies.next().expect("one reply per settlement");
                 let alone = WriteBatch { settlements: vec![write], request_ids: Vec::new() };
-                match writer.write_batch(&alone).await {
+                let started = Instant::now();
+                let written = writer.write_batch(&alone).await;
+                counters.record(&alone, started);
+                match written {
                     Ok(outcome) => answer(vec![reply], outcome),
                     Err(err) => reply.fail(err),
                 }
@@ -168,7 +225,10 @@ async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>) {
             for write in request_ids {
                 let reply = replies.next().expect("one reply per request id");
                 let alone = WriteBatch { settlements: Vec::new(), request_ids: vec![write] };
-                match writer.write_batch(&alone).await {
+                let started = Instant::now();
+                let written = writer.write_batch(&alone).await;
+                counters.record(&alone, started);
+                match written {
                     Ok(outcome) => answer(vec![reply], outcome),
                     Err(err) => reply.fail(err),
                 }

@@ -7,6 +7,7 @@
 //! can overdraw; `(platform, transactionId)` and credit external ids are unique constraints, so
 //! a second writer of the same order loses at commit and is told so.
 
+mod batch_plan;
 mod group_commit;
 mod postgres;
 mod sql;
@@ -14,7 +15,7 @@ mod sqlite;
 
 use async_trait::async_trait;
 
-pub use group_commit::{BatchOutcome, BatchWriter, GroupCommitConfig, RequestIdWrite, WriteBatch};
+pub use group_commit::{BatchOutcome, BatchWriter, GroupCommitConfig, GroupCommitStats, RequestIdWrite, WriteBatch};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -44,6 +45,10 @@ pub enum StoreError {
     /// A stored value cannot be read back as the domain type it must be.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// A concurrent writer (another instance) stored an order of this batch first; the batch
+    /// was rolled back, and the group-commit writer retries its writes one at a time.
+    #[error("a concurrent writer settled an order of this batch first")]
+    Contended,
     /// The database URL names no supported backend.
     #[error("unsupported database URL `{0}`: use sqlite:PATH or postgres://…")]
     UnsupportedUrl(String),
@@ -325,6 +330,10 @@ pub trait Store: Send + Sync {
     async fn requeue_push_batch(&self, batch_id: i64, now_ms: i64) -> Result<RequeueOutcome, StoreError>;
     /// Undelivered rows and dead batches per stream that has any.
     async fn push_backlog(&self) -> Result<Vec<PushBacklog>, StoreError>;
+    /// What this process's group-commit writer has done; `None` without group commit.
+    fn group_commit_stats(&self) -> Option<GroupCommitStats> {
+        None
+    }
 }
 
 /// The server's RSA key pair, as PEM (PKCS#8 private, SubjectPublicKeyInfo public).

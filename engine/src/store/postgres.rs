@@ -49,6 +49,17 @@ impl PgStore {
     /// not waited for, so instances claim disjoint streams without queuing on each other.
     const CLAIM_LOCK: &'static str = " FOR UPDATE SKIP LOCKED";
 
+    /// How a multi-row insert gives explicit ids to an identity column.
+    const EXPLICIT_IDS: &'static str = " OVERRIDING SYSTEM VALUE ";
+
+    /// `n` unused journal ids, for a batch's entries, from the column's own sequence.
+    async fn reserve_journal_ids(tx: &mut Transaction<'static, Postgres>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar("SELECT nextval(pg_get_serial_sequence('journal', 'id')) FROM generate_series(1, $1)")
+            .bind(n as i64)
+            .fetch_all(&mut **tx)
+            .await
+    }
+
     fn reader(&self) -> &PgPool {
         &self.pool
     }

@@ -8,33 +8,17 @@
 /// Rows per multi-row `INSERT`: far below SQLite's and PostgreSQL's limits on bound values.
 pub(crate) const ROWS_PER_STATEMENT: usize = 500;
 
-/// What a settlement of a batch wrote before it was refused, to take back in reverse order:
-/// its batch-mates share the transaction, so it cannot simply be rolled back. (Savepoints
-/// would do the same at two more round trips per settlement.)
-pub(crate) enum Undo {
-    /// Delete the journal entry.
-    Journal(i64),
-    /// Delete the order row.
-    Order(i64),
-    /// Take back a refund's addition to its parent's refund counters.
-    RefundCounters { platform_id: i64, parent: String, point_a: i64, point_b: i64 },
-    /// Take back a debit of `amount` (negative) from an account.
-    Debit { account: String, asset: i64, amount: i64 },
-}
-
 /// Implements `Store` for `$store`, whose database is `$db`.
 macro_rules! impl_sql_store {
     ($store:ty, $db:ty) => {
         impl $store {
-            /// Applies the net changes of `postings`: debits of person and provider accounts are
-            /// conditional and applied at once; every other change (credits, system accounts) is
-            /// added to `deferred`, which the caller applies before commit — so a batch touches
-            /// a hot account's row once, however many of its settlements credit it.
+            /// Applies the net changes of `postings` (a credit's): debits of person and provider
+            /// accounts are conditional; every other change is added to `deferred`, which the
+            /// caller applies before commit.
             async fn apply_balance_changes(
                 tx: &mut sqlx::Transaction<'static, $db>,
                 postings: &$crate::ledger::PostingSet,
                 deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
-                undo: &mut Vec<$crate::store::sql::Undo>,
             ) -> Result<(), $crate::store::ApplyError> {
                 for (account, asset, amount) in postings.net_changes() {
                     let key = account.key();
@@ -52,7 +36,6 @@ macro_rules! impl_sql_store {
                         if updated.rows_affected() == 0 {
                             return Err($crate::store::ApplyError::Overdraft { account: key, asset });
                         }
-                        undo.push($crate::store::sql::Undo::Debit { account: key, asset: asset.code(), amount });
                     } else {
                         *deferred.entry((key, asset)).or_insert(0) += amount;
                     }
@@ -163,246 +146,226 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            /// Applies the deferred changes of the accounts `write` debits conditionally, so
-            /// that its debits see what its batch-mates credited them.
-            async fn apply_deferred_debited(
+            /// Reads the balance rows of `accounts` (all assets); on PostgreSQL also locks them,
+            /// in key order, so that concurrent batches of several instances queue instead of
+            /// deadlocking.
+            async fn read_balances(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                write: &$crate::store::SettlementWrite,
-                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
-            ) -> Result<(), $crate::store::StoreError> {
-                let mut due = Vec::new();
-                for (account, asset, amount) in write.postings.net_changes() {
-                    if amount < 0 && account.must_not_overdraw() {
-                        if let Some(pending) = deferred.remove(&(account.key(), asset)) {
-                            due.push(((account.key(), asset), pending));
+                accounts: &[String],
+            ) -> Result<std::collections::HashMap<$crate::store::batch_plan::BalanceKey, i64>, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                let mut balances = std::collections::HashMap::new();
+                for chunk in accounts.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut select =
+                        sqlx::QueryBuilder::<$db>::new("SELECT account, asset, balance FROM balances WHERE account IN (");
+                    let mut separated = select.separated(", ");
+                    for account in chunk {
+                        separated.push_bind(account.clone());
+                    }
+                    select.push(") ORDER BY account, asset");
+                    if Self::LOCKS_BALANCE_ROWS {
+                        select.push(" FOR UPDATE");
+                    }
+                    for row in select.build().fetch_all(&mut **tx).await? {
+                        let code: i64 = row.try_get("asset")?;
+                        let asset = $crate::ledger::Asset::from_code(code)
+                            .ok_or_else(|| $crate::store::StoreError::Corrupt(format!("unknown asset code {code}")))?;
+                        balances.insert((row.try_get("account")?, asset), row.try_get("balance")?);
+                    }
+                }
+                Ok(balances)
+            }
+
+            /// Reads the order rows of `keys` (sorted); on PostgreSQL also locks them, so that a
+            /// refund's bound on its parent holds across instances.
+            async fn read_orders(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                keys: &[$crate::store::batch_plan::OrderKey],
+            ) -> Result<
+                std::collections::HashMap<$crate::store::batch_plan::OrderKey, $crate::store::batch_plan::StoredOrder>,
+                $crate::store::StoreError,
+            > {
+                use sqlx::Row as _;
+                let mut orders = std::collections::HashMap::new();
+                for same_platform in keys.chunk_by(|a, b| a.0 == b.0) {
+                    for chunk in same_platform.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                        let mut select = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT id, transaction_id, sub_cid, equity_cid, point_a, point_b, refunded_a, refunded_b \
+                             FROM orders WHERE platform_id = ",
+                        );
+                        select.push_bind(chunk[0].0).push(" AND transaction_id IN (");
+                        let mut separated = select.separated(", ");
+                        for (_, transaction_id) in chunk {
+                            separated.push_bind(transaction_id.clone());
+                        }
+                        select.push(") ORDER BY transaction_id");
+                        if Self::LOCKS_BALANCE_ROWS {
+                            select.push(" FOR UPDATE");
+                        }
+                        for row in select.build().fetch_all(&mut **tx).await? {
+                            let stored = $crate::store::batch_plan::StoredOrder {
+                                row_id: row.try_get("id")?,
+                                sub_cid: row.try_get("sub_cid")?,
+                                equity_cid: row.try_get("equity_cid")?,
+                                point_a: row.try_get("point_a")?,
+                                point_b: row.try_get("point_b")?,
+                                refunded_a: row.try_get("refunded_a")?,
+                                refunded_b: row.try_get("refunded_b")?,
+                            };
+                            orders.insert((chunk[0].0, row.try_get("transaction_id")?), stored);
                         }
                     }
                 }
-                Self::apply_deferred(tx, due).await
+                Ok(orders)
             }
 
-            /// Locks every existing balance row the batch touches, in key order, so that
-            /// concurrent batches of several instances queue instead of deadlocking.
-            async fn lock_balance_rows(
+            /// Writes the settlements `plan` accepted: journal entries, order rows (the bills),
+            /// postings, bill pushes, balance changes and refunds' bounds on stored parents, in
+            /// a fixed number of multi-row statements. `false` when a concurrent writer (another
+            /// instance) stored one of the orders first: the caller must not commit.
+            async fn write_plan(
                 tx: &mut sqlx::Transaction<'static, $db>,
-                batch: &$crate::store::WriteBatch,
-            ) -> Result<(), $crate::store::StoreError> {
-                let keys: std::collections::BTreeSet<String> = batch
-                    .settlements
+                settlements: &[$crate::store::SettlementWrite],
+                plan: &$crate::store::batch_plan::BatchPlan,
+            ) -> Result<bool, $crate::store::StoreError> {
+                use sqlx::Row as _;
+                if plan.accepted.is_empty() {
+                    return Ok(true);
+                }
+                let journal_ids = Self::reserve_journal_ids(tx, plan.accepted.len()).await?;
+                let accepted: Vec<(i64, &$crate::store::batch_plan::Accepted, &$crate::store::SettlementWrite)> = plan
+                    .accepted
                     .iter()
-                    .flat_map(|write| write.postings.net_changes())
-                    .map(|(account, _, _)| account.key())
+                    .zip(journal_ids)
+                    .map(|(accepted, journal_id)| (journal_id, accepted, &settlements[accepted.index]))
                     .collect();
-                if !Self::LOCKS_BALANCE_ROWS || keys.is_empty() {
-                    return Ok(());
+                for chunk in accepted.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new("INSERT INTO journal (id, kind, created_at_ms)");
+                    insert.push(Self::EXPLICIT_IDS);
+                    insert.push_values(chunk, |mut row, (journal_id, _, write)| {
+                        let is_refund = write.order.kind() == $crate::order::OrderKind::Refund;
+                        row.push_bind(*journal_id)
+                            .push_bind(if is_refund { "refund" } else { "purchase" })
+                            .push_bind(write.settled_at_ms);
+                    });
+                    insert.build().execute(&mut **tx).await?;
                 }
-                let mut lock = sqlx::QueryBuilder::<$db>::new("SELECT account FROM balances WHERE account IN (");
-                let mut separated = lock.separated(", ");
-                for key in &keys {
-                    separated.push_bind(key.clone());
+                let mut row_ids = std::collections::HashMap::new();
+                for chunk in accepted.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut items = Vec::with_capacity(chunk.len());
+                    for (_, _, write) in chunk {
+                        items.push(
+                            serde_json::to_string(&write.order.items)
+                                .map_err(|err| $crate::store::StoreError::Corrupt(err.to_string()))?,
+                        );
+                    }
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
+                         equity_cid, point_a, point_b, refunded_a, refunded_b, converted_reduction, \
+                         transaction_time_ms, settled_at_ms, transaction_type, auto_convert, items, request_hash, \
+                         rules_version, journal_id) ",
+                    );
+                    insert.push_values(chunk.iter().zip(items), |mut row, ((journal_id, accepted, write), items)| {
+                        let order = &write.order;
+                        row.push_bind(write.platform_id.0)
+                            .push_bind(order.transaction_id.as_str().to_owned())
+                            .push_bind(order.parent_transaction_id.as_ref().map(|id| id.as_str().to_owned()))
+                            .push_bind(order.cid.as_str().to_owned())
+                            .push_bind(write.master_cid.as_str().to_owned())
+                            .push_bind(order.equity_cid.as_str().to_owned())
+                            .push_bind(order.point_a.0)
+                            .push_bind(order.point_b.0)
+                            .push_bind(accepted.refunded.0)
+                            .push_bind(accepted.refunded.1)
+                            .push_bind(write.converted_reduction.0)
+                            .push_bind(order.transaction_time_ms)
+                            .push_bind(write.settled_at_ms)
+                            .push_bind(order.transaction_type.clone())
+                            .push_bind(i64::from(order.auto_convert))
+                            .push_bind(items)
+                            .push_bind(write.request_hash.clone())
+                            .push_bind(write.rules_version.clone())
+                            .push_bind(*journal_id);
+                    });
+                    insert.push(" ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id, platform_id, transaction_id");
+                    for row in insert.build().fetch_all(&mut **tx).await? {
+                        let key: (i64, String) = (row.try_get("platform_id")?, row.try_get("transaction_id")?);
+                        row_ids.insert(key, row.try_get::<i64, _>("id")?);
+                    }
                 }
-                lock.push(") ORDER BY account, asset FOR UPDATE");
-                lock.build().fetch_all(&mut **tx).await?;
+                if row_ids.len() < accepted.len() {
+                    return Ok(false);
+                }
+                let journal_entries: Vec<(i64, &$crate::ledger::PostingSet)> =
+                    accepted.iter().map(|(journal_id, _, write)| (*journal_id, &write.postings)).collect();
+                Self::insert_postings(tx, &journal_entries).await?;
+                let bills: Vec<(i64, i64, i64)> = accepted
+                    .iter()
+                    .map(|(_, _, write)| {
+                        let key = (write.platform_id.0, write.order.transaction_id.as_str().to_owned());
+                        (write.platform_id.0, row_ids[&key], write.settled_at_ms)
+                    })
+                    .collect();
+                Self::insert_bill_pushes(tx, &bills).await?;
+                Self::add_to_balances(tx, &plan.balance_changes).await?;
+                for (row_id, (point_a, point_b)) in &plan.parent_refunds {
+                    sqlx::query("UPDATE orders SET refunded_a = refunded_a + $2, refunded_b = refunded_b + $3 WHERE id = $1")
+                        .bind(*row_id)
+                        .bind(*point_a)
+                        .bind(*point_b)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                Ok(true)
+            }
+
+            /// Adds `changes` to their balance rows, creating missing rows, in key order.
+            async fn add_to_balances(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                changes: &std::collections::BTreeMap<$crate::store::batch_plan::BalanceKey, i64>,
+            ) -> Result<(), $crate::store::StoreError> {
+                let rows: Vec<(&$crate::store::batch_plan::BalanceKey, &i64)> = changes.iter().collect();
+                for chunk in rows.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
+                    let mut upsert = sqlx::QueryBuilder::<$db>::new("INSERT INTO balances (account, asset, balance) ");
+                    upsert.push_values(chunk, |mut row, ((account, asset), change)| {
+                        row.push_bind(account.clone()).push_bind(asset.code()).push_bind(**change);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
+                    );
+                    upsert.build().execute(&mut **tx).await?;
+                }
                 Ok(())
             }
 
-            /// Writes `batch` in one transaction: request ids, then each settlement (a refused one
-            /// takes back what it wrote, leaving no trace), then the postings and bill pushes of
-            /// the settled ones and the deferred balance changes.
+            /// Writes `batch` in one transaction: request ids, then the settlements — read the
+            /// rows they touch, decide each in memory (`batch_plan`), write the accepted ones.
             async fn write_batch_now(
                 &self,
                 batch: &$crate::store::WriteBatch,
             ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
-                use $crate::store::ApplyError;
                 let mut tx = self.begin_write().await?;
-                Self::lock_balance_rows(&mut tx, batch).await?;
                 let mut outcome = $crate::store::BatchOutcome::default();
                 outcome.request_ids = Self::insert_request_ids(&mut tx, &batch.request_ids).await?;
-                // Alone in its transaction, a refused settlement rolls the transaction back;
-                // with batch-mates, it takes back what it wrote (`Undo`).
-                let alone = batch.settlements.len() + batch.request_ids.len() == 1;
-                let mut deferred = std::collections::BTreeMap::new();
-                let (mut journal_entries, mut bills) = (Vec::new(), Vec::new());
-                for write in &batch.settlements {
-                    Self::apply_deferred_debited(&mut tx, write, &mut deferred).await?;
-                    let mut own = std::collections::BTreeMap::new();
-                    match Self::write_settlement(&mut tx, write, &mut own).await {
-                        Ok((journal_id, order_row_id)) => {
-                            journal_entries.push((journal_id, &write.postings));
-                            bills.push((write.platform_id.0, order_row_id, write.settled_at_ms));
-                            for (key, amount) in own {
-                                *deferred.entry(key).or_insert(0) += amount;
-                            }
-                            outcome.settlements.push(Ok(()));
-                        }
-                        Err(ApplyError::Store(err)) => return Err(err),
-                        Err(refused) if alone => {
-                            tx.rollback().await?;
-                            outcome.settlements.push(Err(refused));
+                if !batch.settlements.is_empty() {
+                    let (accounts, order_keys) = $crate::store::batch_plan::keys_read(&batch.settlements);
+                    let balances = Self::read_balances(&mut tx, &accounts).await?;
+                    let orders = Self::read_orders(&mut tx, &order_keys).await?;
+                    let plan = $crate::store::batch_plan::plan_batch(&batch.settlements, &balances, &orders);
+                    if !Self::write_plan(&mut tx, &batch.settlements, &plan).await? {
+                        tx.rollback().await?;
+                        // Alone, the settlement lost the race for its order id; otherwise each
+                        // write is retried alone to learn which one did.
+                        if batch.settlements.len() + batch.request_ids.len() == 1 {
+                            outcome.settlements.push(Err($crate::store::ApplyError::DuplicateOrder));
                             return Ok(outcome);
                         }
-                        Err(refused) => outcome.settlements.push(Err(refused)),
+                        return Err($crate::store::StoreError::Contended);
                     }
+                    outcome.settlements = plan.outcomes;
                 }
-                Self::insert_postings(&mut tx, &journal_entries).await?;
-                Self::insert_bill_pushes(&mut tx, &bills).await?;
-                Self::apply_deferred(&mut tx, deferred).await?;
                 tx.commit().await?;
                 Ok(outcome)
-            }
-
-            /// Writes one settlement inside the caller's transaction: journal, order row (the
-            /// bill), the refund's bound on its parent, then the balance changes. Returns the
-            /// journal id and the order row's id; the caller records the postings and queues
-            /// the bill push.
-            async fn write_settlement(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                write: &$crate::store::SettlementWrite,
-                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
-            ) -> Result<(i64, i64), $crate::store::ApplyError> {
-                let mut undo = Vec::new();
-                let written = Self::try_write_settlement(tx, write, deferred, &mut undo).await;
-                if let Err(err) = &written {
-                    if !matches!(err, $crate::store::ApplyError::Store(_)) {
-                        Self::undo(tx, undo).await?;
-                    }
-                }
-                written
-            }
-
-            /// Takes back what a refused settlement wrote, newest first.
-            async fn undo(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                undo: Vec<$crate::store::sql::Undo>,
-            ) -> Result<(), $crate::store::StoreError> {
-                use $crate::store::sql::Undo;
-                for step in undo.into_iter().rev() {
-                    match step {
-                        Undo::Journal(id) => {
-                            sqlx::query("DELETE FROM journal WHERE id = $1").bind(id).execute(&mut **tx).await?;
-                        }
-                        Undo::Order(id) => {
-                            sqlx::query("DELETE FROM orders WHERE id = $1").bind(id).execute(&mut **tx).await?;
-                        }
-                        Undo::RefundCounters { platform_id, parent, point_a, point_b } => {
-                            sqlx::query(
-                                "UPDATE orders SET refunded_a = refunded_a - $3, refunded_b = refunded_b - $4 \
-                                 WHERE platform_id = $1 AND transaction_id = $2",
-                            )
-                            .bind(platform_id)
-                            .bind(parent)
-                            .bind(point_a)
-                            .bind(point_b)
-                            .execute(&mut **tx)
-                            .await?;
-                        }
-                        Undo::Debit { account, asset, amount } => {
-                            sqlx::query("UPDATE balances SET balance = balance - $3 WHERE account = $1 AND asset = $2")
-                                .bind(account)
-                                .bind(asset)
-                                .bind(amount)
-                                .execute(&mut **tx)
-                                .await?;
-                        }
-                    }
-                }
-                Ok(())
-            }
-
-            /// [`Self::write_settlement`] without taking back what it wrote when refused; each
-            /// write is recorded in `undo` as it succeeds.
-            async fn try_write_settlement(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                write: &$crate::store::SettlementWrite,
-                deferred: &mut std::collections::BTreeMap<(String, $crate::ledger::Asset), i64>,
-                undo: &mut Vec<$crate::store::sql::Undo>,
-            ) -> Result<(i64, i64), $crate::store::ApplyError> {
-                use $crate::store::{ApplyError, StoreError};
-                let order = &write.order;
-                let is_refund = order.kind() == $crate::order::OrderKind::Refund;
-                let journal_id =
-                    Self::insert_journal(tx, if is_refund { "refund" } else { "purchase" }, write.settled_at_ms).await?;
-                undo.push($crate::store::sql::Undo::Journal(journal_id));
-                let items = serde_json::to_string(&order.items).map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                let inserted = sqlx::query(
-                    "INSERT INTO orders (platform_id, transaction_id, parent_transaction_id, sub_cid, master_cid, \
-                     equity_cid, point_a, point_b, converted_reduction, transaction_time_ms, settled_at_ms, \
-                     transaction_type, auto_convert, items, request_hash, rules_version, journal_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
-                     ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id",
-                )
-                .bind(write.platform_id.0)
-                .bind(order.transaction_id.as_str())
-                .bind(order.parent_transaction_id.as_ref().map(|id| id.as_str()))
-                .bind(order.cid.as_str())
-                .bind(write.master_cid.as_str())
-                .bind(order.equity_cid.as_str())
-                .bind(order.point_a.0)
-                .bind(order.point_b.0)
-                .bind(write.converted_reduction.0)
-                .bind(order.transaction_time_ms)
-                .bind(write.settled_at_ms)
-                .bind(&order.transaction_type)
-                .bind(i64::from(order.auto_convert))
-                .bind(items)
-                .bind(&write.request_hash)
-                .bind(write.rules_version.as_deref())
-                .bind(journal_id)
-                .fetch_optional(&mut **tx)
-                .await
-                .map_err(StoreError::from)?;
-                let Some(inserted) = inserted else {
-                    return Err(ApplyError::DuplicateOrder);
-                };
-                let order_row_id: i64 = {
-                    use sqlx::Row as _;
-                    inserted.try_get(0).map_err(StoreError::from)?
-                };
-                undo.push($crate::store::sql::Undo::Order(order_row_id));
-                if let (true, Some(parent)) = (is_refund, &order.parent_transaction_id) {
-                    let (refund_a, refund_b) = (-order.point_a.0, -order.point_b.0);
-                    let updated = sqlx::query(
-                        "UPDATE orders SET refunded_a = refunded_a + $5, refunded_b = refunded_b + $6 \
-                         WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 AND equity_cid = $4 \
-                         AND point_a + point_b > 0 \
-                         AND refunded_a + $5 <= point_a AND refunded_b + $6 <= point_b",
-                    )
-                    .bind(write.platform_id.0)
-                    .bind(parent.as_str())
-                    .bind(order.cid.as_str())
-                    .bind(order.equity_cid.as_str())
-                    .bind(refund_a)
-                    .bind(refund_b)
-                    .execute(&mut **tx)
-                    .await
-                    .map_err(StoreError::from)?;
-                    if updated.rows_affected() == 0 {
-                        let parent_exists = sqlx::query(
-                            "SELECT 1 FROM orders WHERE platform_id = $1 AND transaction_id = $2 AND sub_cid = $3 \
-                             AND equity_cid = $4 AND point_a + point_b > 0",
-                        )
-                        .bind(write.platform_id.0)
-                        .bind(parent.as_str())
-                        .bind(order.cid.as_str())
-                        .bind(order.equity_cid.as_str())
-                        .fetch_optional(&mut **tx)
-                        .await
-                        .map_err(StoreError::from)?;
-                        return Err(if parent_exists.is_some() {
-                            ApplyError::RefundExceedsParent
-                        } else {
-                            ApplyError::ParentNotFound
-                        });
-                    }
-                    undo.push($crate::store::sql::Undo::RefundCounters {
-                        platform_id: write.platform_id.0,
-                        parent: parent.as_str().to_owned(),
-                        point_a: refund_a,
-                        point_b: refund_b,
-                    });
-                }
-                Self::apply_balance_changes(tx, &write.postings, deferred, undo).await?;
-                Ok((journal_id, order_row_id))
             }
 
             /// Starts the group-commit writer when `options` ask for it.
@@ -922,7 +885,7 @@ macro_rules! impl_sql_store {
                 let mut deferred = std::collections::BTreeMap::new();
                 let postings = credit.postings();
                 Self::insert_postings(&mut tx, &[(journal_id, &postings)]).await?;
-                Self::apply_balance_changes(&mut tx, &postings, &mut deferred, &mut Vec::new()).await.map_err(|err| match err {
+                Self::apply_balance_changes(&mut tx, &postings, &mut deferred).await.map_err(|err| match err {
                     $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
                     other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
                 })?;
@@ -1769,6 +1732,10 @@ macro_rules! impl_sql_store {
                         return Err($crate::store::StoreError::Corrupt(format!("push batch {batch_id} status")));
                     }
                 })
+            }
+
+            fn group_commit_stats(&self) -> Option<$crate::store::GroupCommitStats> {
+                self.group.as_ref().map(|group| group.stats())
             }
 
             async fn push_backlog(&self) -> Result<Vec<$crate::push::PushBacklog>, $crate::store::StoreError> {

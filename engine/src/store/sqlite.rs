@@ -47,14 +47,17 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // An embedded connection cannot break, so none is pinged before use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(WRITER_QUEUE_TIMEOUT)
             .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
+            .test_before_acquire(false)
             .acquire_timeout(WRITER_QUEUE_TIMEOUT)
             .connect_with(options)
             .await?;
@@ -68,6 +71,21 @@ impl SqliteStore {
     /// How claimed push streams are locked: not at all, since SQLite has one writer at a time
     /// and the claim runs inside a write transaction, so no other writer can claim meanwhile.
     const CLAIM_LOCK: &'static str = "";
+
+    /// How a multi-row insert gives explicit ids: no clause needed.
+    const EXPLICIT_IDS: &'static str = " ";
+
+    /// `n` unused journal ids, for a batch's entries: above every id used so far (the
+    /// `AUTOINCREMENT` counter included), safe because this transaction holds the write lock.
+    async fn reserve_journal_ids(tx: &mut Transaction<'static, Sqlite>, n: usize) -> Result<Vec<i64>, sqlx::Error> {
+        let last: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(last), 0) FROM (SELECT MAX(id) AS last FROM journal \
+             UNION ALL SELECT seq AS last FROM sqlite_sequence WHERE name = 'journal')",
+        )
+        .fetch_one(&mut **tx)
+        .await?;
+        Ok((1..=n as i64).map(|offset| last + offset).collect())
+    }
 
     fn reader(&self) -> &SqlitePool {
         &self.reader

@@ -120,7 +120,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
         tracing::warn!(%err, "cannot read the push backlog for /metrics");
         Vec::new()
     });
-    state.metrics.render_with_backlog(&backlog, carbon_engine::now_ms())
+    state.metrics.render_with(&backlog, state.engine.store().group_commit_stats(), carbon_engine::now_ms())
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Result<&'static str, ApiError> {
