@@ -4,7 +4,9 @@
 #   1. SQLite:     settlements/s (loadgen, settlement mix) ÷ ping rps (loadgen --only ping)
 #   2. PostgreSQL: settlements/s ÷ ping rps, and settlements/s ÷ pgbench tps (tpcb-like)
 #   3. Rules:      settlements/s with the default wasm plugin ÷ with the native rules (SQLite)
-#   4. `cargo bench -p carbon-engine --bench settle`, when engine/benches/settle.rs exists
+#   4. Plugins:    server RSS under the settlement load with BENCH_PLATFORMS platforms, each
+#                  with its own plugin (the default one, made distinct by a custom section)
+#   5. `cargo bench -p carbon-engine --bench settle`, when engine/benches/settle.rs exists
 #
 # Every server runs on a fresh database (a new SQLite file, a new PostgreSQL database made
 # with createdb and dropped afterwards). Any failing step stops the script with a message
@@ -17,7 +19,8 @@
 #   BENCH_PEOPLE [1000]       loadgen people
 #   BENCH_MIX [purchase=100]  loadgen's settlement mix
 #   BENCH_PG_HOST [127.0.0.1], BENCH_PG_PORT [5432], BENCH_PG_USER [postgres]
-#   BENCH_SKIP                space-separated steps to skip: sqlite postgres pgbench wasm criterion
+#   BENCH_PLATFORMS [100]     platforms with their own plugin in the RSS step
+#   BENCH_SKIP                space-separated steps to skip: sqlite postgres pgbench wasm plugins criterion
 #   CARGO_TARGET_DIR          where cargo builds (default: the workspace's target/)
 #
 # Run from anywhere: bench/compare.sh    (see docs/BENCHMARKS.md)
@@ -30,6 +33,7 @@ PGBENCH_SECS=${PGBENCH_SECS:-$BENCH_SECS}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 PEOPLE=${BENCH_PEOPLE:-1000}
 MIX=${BENCH_MIX:-purchase=100}
+PLATFORMS=${BENCH_PLATFORMS:-100}
 PG_HOST=${BENCH_PG_HOST:-127.0.0.1}
 PG_PORT=${BENCH_PG_PORT:-5432}
 PG_USER=${BENCH_PG_USER:-postgres}
@@ -216,6 +220,31 @@ if ! skipped wasm; then
     summary "Rules: settlements/s with the default wasm plugin $wasm ÷ native $SQLITE_SETTLE = $(ratio "$wasm" "$SQLITE_SETTLE")"
     echo "-- rules-bench (in-process, no HTTP)"
     (cd "$ROOT" && "$BIN/rules-bench" "$PLUGIN") || fail "rules-bench"
+fi
+
+if ! skipped wasm && ! skipped plugins; then
+    step "plugins: RSS with $PLATFORMS platforms' plugins (SQLite)"
+    db="sqlite://$WORK/plugins.db"
+    started=$(date +%s)
+    for i in $(seq 1 "$PLATFORMS"); do
+        app=$(cd "$WORK" && CARBON_DATABASE_URL="$db" "$BIN/carbon-host" platform add --name "Mall $i") \
+            || fail "platform add $i"
+        # A distinct component per platform, so each is compiled and loaded on its own: the
+        # default plugin plus a 14-byte custom section (id 0, name "bench-copy", 3 digits).
+        copy="$WORK/plugin-$i.wasm"
+        { cat "$PLUGIN"; printf '\x00\x0e\x0abench-copy%03d' "$((i % 1000))"; } >"$copy"
+        (cd "$WORK" && CARBON_DATABASE_URL="$db" "$BIN/carbon-host" plugin install --platform "$app" "$copy" \
+            --activate >/dev/null) || fail "plugin install for platform $i"
+    done
+    echo "$PLATFORMS platforms with their own plugin installed in $(($(date +%s) - started)) s"
+    start_server plugins "$db"
+    rss_kib() { sed -n "s/^$1:[[:space:]]*\([0-9]*\) kB/\1/p" "/proc/$SERVER_PID/status"; }
+    echo "server RSS at start: $(($(rss_kib VmRSS) / 1024)) MiB"
+    loadgen sqlite-plugins --mix "$MIX" --duration "$BENCH_SECS" --plugin "$PLUGIN"
+    peak=$(($(rss_kib VmHWM) / 1024))
+    now=$(($(rss_kib VmRSS) / 1024))
+    stop_server
+    summary "Plugins: server peak RSS $peak MiB (now $now MiB) with $((PLATFORMS + 1)) platforms' plugins, settlements/s $(settle_rps sqlite-plugins)"
 fi
 
 if ! skipped criterion; then

@@ -61,6 +61,30 @@ fn outcome<T: std::fmt::Debug>(result: Result<T, RulesError>) -> String {
     }
 }
 
+/// A call runs first on the async worker that made it; one that reaches a blocking WASI
+/// function (a panic message to stderr) or runs past the inline deadline is run again on the
+/// blocking pool, and answers there as it would have anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_answer_inline_unless_they_block_or_run_long() {
+    let runtime = PluginRuntime::new().unwrap();
+    let default = Arc::new(runtime.compile_and_load(&plugin("default")).unwrap());
+    let hostile = Arc::new(runtime.compile_and_load(&plugin("hostile")).unwrap());
+    let rules = |plugin: &Arc<_>, config: &str| {
+        WasmRules::new(runtime.clone(), Arc::clone(plugin), config, PluginLimits::default(), "test")
+    };
+    rules(&default, "").validate_transaction_type("coffee").await.unwrap();
+    rules(&hostile, "").validate_transaction_type("coffee").await.unwrap();
+    assert_eq!(runtime.call_counts(), (2, 0), "well-behaved calls answer on the worker");
+    let panicked = outcome(rules(&hostile, "panic").validate_transaction_type("coffee").await);
+    assert!(panicked.starts_with("FAILED trapped"), "{panicked}");
+    assert_eq!(runtime.call_counts(), (2, 1), "the panic message needs stderr: run on the pool");
+    let unmetered = PluginLimits { fuel: 1 << 40, deadline_ms: 50, ..PluginLimits::default() };
+    let looping = WasmRules::new(runtime.clone(), hostile.clone(), "loop", unmetered, "test");
+    let looped = outcome(looping.validate_transaction_type("coffee").await);
+    assert!(looped.contains("deadline of 50 ms exceeded"), "{looped}");
+    assert_eq!(runtime.call_counts(), (2, 2), "past the inline deadline: run on the pool");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_plugin_behaves_exactly_like_the_native_rules() {
     let runtime = PluginRuntime::new().unwrap();

@@ -22,6 +22,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
+    /// The group-commit writer's own connection (the main pool when not grouped).
+    batch: PgPool,
     /// The queue of the group-commit writer, when settlements are grouped.
     group: Option<GroupCommit>,
 }
@@ -38,7 +40,14 @@ impl PgStore {
         let pool =
             PgPoolOptions::new().max_connections(CONNECTIONS).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool, group: None }.grouped(options))
+        // The group-commit writer gets a connection of its own: its multi-row statements would
+        // otherwise share the pool's connections, and their prepared-statement caches, with
+        // the reads of every request.
+        let batch = match options.group_commit {
+            Some(_) => PgPoolOptions::new().max_connections(1).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?,
+            None => pool.clone(),
+        };
+        Ok(PgStore { pool, batch, group: None }.grouped(options))
     }
 
     /// Whether a batch locks its balance rows first, in one global order: yes, since other
@@ -62,6 +71,16 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether multi-row statements (a text per row count) are kept prepared: no — each row
+    /// count would be planned and cached as a statement of its own, and evict the ones that
+    /// recur.
+    const CACHES_MULTI_ROW_STATEMENTS: bool = false;
+
+    /// A group-commit batch's transaction, on the writer's own connection.
+    async fn begin_batch(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.batch.begin().await
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

@@ -62,7 +62,7 @@ macro_rules! impl_sql_store {
                             .push_bind(posting.asset.code())
                             .push_bind(posting.amount);
                     });
-                    insert.build().execute(&mut **tx).await?;
+                    insert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -83,7 +83,7 @@ macro_rules! impl_sql_store {
                             .push_bind(*order_row_id)
                             .push_bind(*at_ms);
                     });
-                    insert.build().execute(&mut **tx).await?;
+                    insert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -113,7 +113,7 @@ macro_rules! impl_sql_store {
                                WHERE request_ids.expires_at_ms < ")
                         .push_bind(chunk.iter().map(|write| write.now_ms).min().unwrap_or(0))
                         .push(" RETURNING request_id");
-                    for row in insert.build().fetch_all(&mut **tx).await? {
+                    for row in insert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
                         recorded.insert(row.try_get::<String, _>(0)?);
                     }
                 }
@@ -166,7 +166,7 @@ macro_rules! impl_sql_store {
                     if Self::LOCKS_BALANCE_ROWS {
                         select.push(" FOR UPDATE");
                     }
-                    for row in select.build().fetch_all(&mut **tx).await? {
+                    for row in select.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
                         let code: i64 = row.try_get("asset")?;
                         let asset = $crate::ledger::Asset::from_code(code)
                             .ok_or_else(|| $crate::store::StoreError::Corrupt(format!("unknown asset code {code}")))?;
@@ -202,7 +202,7 @@ macro_rules! impl_sql_store {
                         if Self::LOCKS_BALANCE_ROWS {
                             select.push(" FOR UPDATE");
                         }
-                        for row in select.build().fetch_all(&mut **tx).await? {
+                        for row in select.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
                             let stored = $crate::store::batch_plan::StoredOrder {
                                 row_id: row.try_get("id")?,
                                 sub_cid: row.try_get("sub_cid")?,
@@ -248,7 +248,7 @@ macro_rules! impl_sql_store {
                             .push_bind(if is_refund { "refund" } else { "purchase" })
                             .push_bind(write.settled_at_ms);
                     });
-                    insert.build().execute(&mut **tx).await?;
+                    insert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).execute(&mut **tx).await?;
                 }
                 let mut row_ids = std::collections::HashMap::new();
                 for chunk in accepted.chunks($crate::store::sql::ROWS_PER_STATEMENT) {
@@ -288,7 +288,7 @@ macro_rules! impl_sql_store {
                             .push_bind(*journal_id);
                     });
                     insert.push(" ON CONFLICT (platform_id, transaction_id) DO NOTHING RETURNING id, platform_id, transaction_id");
-                    for row in insert.build().fetch_all(&mut **tx).await? {
+                    for row in insert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
                         let key: (i64, String) = (row.try_get("platform_id")?, row.try_get("transaction_id")?);
                         row_ids.insert(key, row.try_get::<i64, _>("id")?);
                     }
@@ -333,7 +333,7 @@ macro_rules! impl_sql_store {
                     upsert.push(
                         " ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
                     );
-                    upsert.build().execute(&mut **tx).await?;
+                    upsert.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).execute(&mut **tx).await?;
                 }
                 Ok(())
             }
@@ -344,7 +344,7 @@ macro_rules! impl_sql_store {
                 &self,
                 batch: &$crate::store::WriteBatch,
             ) -> Result<$crate::store::BatchOutcome, $crate::store::StoreError> {
-                let mut tx = self.begin_write().await?;
+                let mut tx = self.begin_batch().await?;
                 let mut outcome = $crate::store::BatchOutcome::default();
                 outcome.request_ids = Self::insert_request_ids(&mut tx, &batch.request_ids).await?;
                 if !batch.settlements.is_empty() {

@@ -91,6 +91,15 @@ impl SqliteStore {
         &self.reader
     }
 
+    /// Whether multi-row statements (a text per row count) are kept prepared: yes, the writer
+    /// connection is the only one that runs them, and preparing is in-process anyway.
+    const CACHES_MULTI_ROW_STATEMENTS: bool = true;
+
+    /// A group-commit batch's transaction: on the one writer connection, like every write.
+    async fn begin_batch(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.begin_write().await
+    }
+
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.writer.begin_with("BEGIN IMMEDIATE").await
     }

@@ -21,13 +21,20 @@ pub struct PluginState {
 }
 
 impl PluginState {
-    pub(super) fn new(memory_bytes: usize, label: String) -> Self {
+    pub(super) fn new(memory_bytes: usize) -> Self {
         PluginState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             memory: MemoryCap { max_bytes: memory_bytes, denied: false },
-            logs: CallLog { label, kept: Vec::new(), dropped: 0 },
+            logs: CallLog { kept: Vec::new(), dropped: 0 },
         }
+    }
+}
+
+impl PluginState {
+    /// The call's resource table.
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -55,9 +62,9 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
-/// The log messages of one call, bounded in number and size.
+/// The log messages of one call, bounded in number and size. They reach the host's log
+/// after the call ([`forward_logs`]), so an attempt that is abandoned and run again logs once.
 pub struct CallLog {
-    label: String,
     /// Messages kept, with their level as text.
     pub kept: Vec<(&'static str, String)>,
     /// Messages dropped beyond the bound.
@@ -80,26 +87,25 @@ impl Host for PluginState {
             message.truncate(end);
             message.push('…');
         }
-        let label = logs.label.as_str();
         let level = match level {
-            Level::Debug => {
-                tracing::debug!(plugin = label, "{message}");
-                "debug"
-            }
-            Level::Info => {
-                tracing::info!(plugin = label, "{message}");
-                "info"
-            }
-            Level::Warn => {
-                tracing::warn!(plugin = label, "{message}");
-                "warn"
-            }
-            Level::Error => {
-                tracing::error!(plugin = label, "{message}");
-                "error"
-            }
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
         };
         logs.kept.push((level, message));
+    }
+}
+
+/// Writes a call's kept log messages to the host's log, tagged with the plugin's `label`.
+pub(super) fn forward_logs(label: &str, logs: &[(&'static str, String)]) {
+    for (level, message) in logs {
+        match *level {
+            "debug" => tracing::debug!(plugin = label, "{message}"),
+            "info" => tracing::info!(plugin = label, "{message}"),
+            "warn" => tracing::warn!(plugin = label, "{message}"),
+            _ => tracing::error!(plugin = label, "{message}"),
+        }
     }
 }
 
