@@ -72,17 +72,22 @@ async fn calls_answer_inline_unless_they_block_or_run_long() {
     let rules = |plugin: &Arc<_>, config: &str| {
         WasmRules::new(runtime.clone(), Arc::clone(plugin), config, PluginLimits::default(), "test")
     };
-    rules(&default, "").validate_transaction_type("coffee").await.unwrap();
-    rules(&hostile, "").validate_transaction_type("coffee").await.unwrap();
-    assert_eq!(runtime.call_counts(), (2, 0), "well-behaved calls answer on the worker");
+    for _ in 0..10 {
+        rules(&default, "").validate_transaction_type("coffee").await.unwrap();
+        rules(&hostile, "").validate_transaction_type("coffee").await.unwrap();
+    }
+    // A call descheduled for over a millisecond (a loaded test machine) may go to the pool too.
+    let (inline, pool) = runtime.call_counts();
+    assert_eq!(inline + pool, 20);
+    assert!(inline >= 15, "well-behaved calls answer on the worker: {inline} of 20");
     let panicked = outcome(rules(&hostile, "panic").validate_transaction_type("coffee").await);
     assert!(panicked.starts_with("FAILED trapped"), "{panicked}");
-    assert_eq!(runtime.call_counts(), (2, 1), "the panic message needs stderr: run on the pool");
+    assert_eq!(runtime.call_counts(), (inline, pool + 1), "the panic message needs stderr: run on the pool");
     let unmetered = PluginLimits { fuel: 1 << 40, deadline_ms: 50, ..PluginLimits::default() };
     let looping = WasmRules::new(runtime.clone(), hostile.clone(), "loop", unmetered, "test");
     let looped = outcome(looping.validate_transaction_type("coffee").await);
     assert!(looped.contains("deadline of 50 ms exceeded"), "{looped}");
-    assert_eq!(runtime.call_counts(), (2, 2), "past the inline deadline: run on the pool");
+    assert_eq!(runtime.call_counts(), (inline, pool + 2), "past the inline deadline: run on the pool");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
