@@ -14,6 +14,9 @@ use wasmtime_wasi::p2::{DynInputStream, DynOutputStream};
 use super::state::PluginState;
 
 /// The version of `wasi:io` that wasmtime-wasi defines (imports of any 0.2.x resolve to it).
+/// A wasmtime upgrade that changes it would leave the blocking functions unreplaced, and a
+/// plugin that prints would panic the worker: `tests/plugins.rs`
+/// (`calls_answer_inline_unless_they_block_or_run_long`) fails first.
 const WASI_IO: &str = "0.2.12";
 
 /// A call reached a WASI function that blocks: run it on the blocking pool instead.
