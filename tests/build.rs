@@ -15,8 +15,8 @@ fn main() {
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
     let target_dir = out_dir.ancestors().nth(4).expect("OUT_DIR is inside the target folder").join("wasm-plugins");
     let template = manifest_dir.join("../examples/plugin-template");
-    // The template is its own workspace: build it too, so the copy authors start from works.
     ensure_wasm_target();
+    // The template is its own workspace: build it too, so the copy authors start from works.
     for manifest in [plugins.join("Cargo.toml"), template.join("Cargo.toml")] {
         build(&manifest, &target_dir);
     }

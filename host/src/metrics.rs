@@ -100,13 +100,8 @@ impl Metrics {
     }
 
     /// The text exposition of every metric; `backlog` (read from the database, so it covers
-    /// every instance) gives the push gauges at `now_ms`.
-    pub fn render_with_backlog(&self, backlog: &[PushBacklog], now_ms: i64) -> String {
-        self.render_with(backlog, None, now_ms)
-    }
-
-    /// [`Metrics::render_with_backlog`], plus the group-commit writer's counters when the
-    /// store groups its writes.
+    /// every instance) gives the push gauges at `now_ms`, and `group` the group-commit
+    /// writer's counters when the store groups its writes.
     pub fn render_with(&self, backlog: &[PushBacklog], group: Option<GroupCommitStats>, now_ms: i64) -> String {
         let mut out = self.render();
         if let Some(group) = group {
@@ -251,7 +246,7 @@ mod tests {
             oldest_pending_at_ms: Some(1_000),
             dead_batches: 1,
         }];
-        let text = metrics.render_with_backlog(&backlog, 3_500);
+        let text = metrics.render_with(&backlog, None, 3_500);
         assert!(text.contains("carbon_push_sent_total{platform_id=\"3\",type=\"bills\"} 2"), "{text}");
         assert!(text.contains("carbon_push_failed_total{platform_id=\"3\",type=\"bills\"} 1"), "{text}");
         assert!(text.contains("carbon_push_lag_seconds{platform_id=\"3\",type=\"authorization\"} 2.5"), "{text}");

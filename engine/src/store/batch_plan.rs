@@ -140,18 +140,22 @@ fn plan_one(
         }
         None => None,
     };
-    let changes = write.postings.net_changes();
-    for (account, asset, amount) in &changes {
-        if *amount < 0 && account.must_not_overdraw() {
-            let key = (account.key(), *asset);
-            let now = balances.get(&key).copied().unwrap_or(0) + plan.balance_changes.get(&key).copied().unwrap_or(0);
+    let changes: Vec<(BalanceKey, bool, i64)> = write
+        .postings
+        .net_changes()
+        .into_iter()
+        .map(|(account, asset, amount)| ((account.key(), asset), account.must_not_overdraw(), amount))
+        .collect();
+    for (key, must_not_overdraw, amount) in &changes {
+        if *amount < 0 && *must_not_overdraw {
+            let now = balances.get(key).copied().unwrap_or(0) + plan.balance_changes.get(key).copied().unwrap_or(0);
             if now + amount < 0 {
-                return Err(ApplyError::Overdraft { account: key.0, asset: *asset });
+                return Err(ApplyError::Overdraft { account: key.0.clone(), asset: key.1 });
             }
         }
     }
-    for (account, asset, amount) in changes {
-        *plan.balance_changes.entry((account.key(), asset)).or_insert(0) += amount;
+    for (key, _, amount) in changes {
+        *plan.balance_changes.entry(key).or_insert(0) += amount;
     }
     if let Some((parent, counters)) = refund {
         parent_counters.insert(parent, counters);

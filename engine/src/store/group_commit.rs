@@ -194,14 +194,23 @@ async fn run(
     }
 }
 
+/// Writes `batch` in one transaction and counts it.
+async fn write_counted(
+    writer: &impl BatchWriter,
+    batch: &WriteBatch,
+    counters: &Counters,
+) -> Result<BatchOutcome, StoreError> {
+    let started = Instant::now();
+    let written = writer.write_batch(batch).await;
+    counters.record(batch, started);
+    written
+}
+
 /// Writes `jobs` in one transaction and answers each caller; when the database fails the whole
 /// batch, writes each job alone so that only the job it refuses fails.
 async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>, counters: &Counters) {
     let (batch, replies) = split(jobs);
-    let started = Instant::now();
-    let written = writer.write_batch(&batch).await;
-    counters.record(&batch, started);
-    match written {
+    match write_counted(writer, &batch, counters).await {
         Ok(outcome) => answer(replies, outcome),
         Err(err) if replies.len() == 1 => {
             if let Some(reply) = replies.into_iter().next() {
@@ -214,10 +223,7 @@ async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>, counters: &
             for write in settlements {
                 let reply = replies.next().expect("one reply per settlement");
                 let alone = WriteBatch { settlements: vec![write], request_ids: Vec::new() };
-                let started = Instant::now();
-                let written = writer.write_batch(&alone).await;
-                counters.record(&alone, started);
-                match written {
+                match write_counted(writer, &alone, counters).await {
                     Ok(outcome) => answer(vec![reply], outcome),
                     Err(err) => reply.fail(err),
                 }
@@ -225,10 +231,7 @@ async fn write_and_answer(writer: &impl BatchWriter, jobs: Vec<Job>, counters: &
             for write in request_ids {
                 let reply = replies.next().expect("one reply per request id");
                 let alone = WriteBatch { settlements: Vec::new(), request_ids: vec![write] };
-                let started = Instant::now();
-                let written = writer.write_batch(&alone).await;
-                counters.record(&alone, started);
-                match written {
+                match write_counted(writer, &alone, counters).await {
                     Ok(outcome) => answer(vec![reply], outcome),
                     Err(err) => reply.fail(err),
                 }

@@ -50,9 +50,10 @@ impl PgStore {
         Ok(PgStore { pool, batch, group: None }.grouped(options))
     }
 
-    /// Whether a batch locks its balance rows first, in one global order: yes, since other
-    /// instances write the same rows and must not deadlock with this one.
-    const LOCKS_BALANCE_ROWS: bool = true;
+    /// Whether a batch locks the balance and order rows it reads (`FOR UPDATE`, in key order):
+    /// yes, since other instances write the same rows; what the batch decides from them must
+    /// hold until it commits, and instances must not deadlock with each other.
+    const LOCKS_ROWS_READ: bool = true;
 
     /// How claimed push streams are locked: rows another instance is claiming are skipped,
     /// not waited for, so instances claim disjoint streams without queuing on each other.

@@ -124,28 +124,6 @@ macro_rules! impl_sql_store {
                     .collect())
             }
 
-            /// Applies deferred balance changes, in key order (the global lock order).
-            async fn apply_deferred(
-                tx: &mut sqlx::Transaction<'static, $db>,
-                deferred: impl IntoIterator<Item = ((String, $crate::ledger::Asset), i64)>,
-            ) -> Result<(), $crate::store::StoreError> {
-                for ((key, asset), amount) in deferred {
-                    if amount == 0 {
-                        continue;
-                    }
-                    sqlx::query(
-                        "INSERT INTO balances (account, asset, balance) VALUES ($1, $2, $3) \
-                         ON CONFLICT (account, asset) DO UPDATE SET balance = balances.balance + excluded.balance",
-                    )
-                    .bind(&key)
-                    .bind(asset.code())
-                    .bind(amount)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                Ok(())
-            }
-
             /// Reads the balance rows of `accounts` (all assets); on PostgreSQL also locks them,
             /// in key order, so that concurrent batches of several instances queue instead of
             /// deadlocking.
@@ -163,7 +141,7 @@ macro_rules! impl_sql_store {
                         separated.push_bind(account.clone());
                     }
                     select.push(") ORDER BY account, asset");
-                    if Self::LOCKS_BALANCE_ROWS {
+                    if Self::LOCKS_ROWS_READ {
                         select.push(" FOR UPDATE");
                     }
                     for row in select.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
@@ -199,7 +177,7 @@ macro_rules! impl_sql_store {
                             separated.push_bind(transaction_id.clone());
                         }
                         select.push(") ORDER BY transaction_id");
-                        if Self::LOCKS_BALANCE_ROWS {
+                        if Self::LOCKS_ROWS_READ {
                             select.push(" FOR UPDATE");
                         }
                         for row in select.build().persistent(Self::CACHES_MULTI_ROW_STATEMENTS).fetch_all(&mut **tx).await? {
@@ -889,7 +867,7 @@ macro_rules! impl_sql_store {
                     $crate::store::ApplyError::Store(err) => $crate::store::CreditError::Store(err),
                     other => $crate::store::CreditError::Store($crate::store::StoreError::Corrupt(other.to_string())),
                 })?;
-                Self::apply_deferred(&mut tx, deferred).await?;
+                Self::add_to_balances(&mut tx, &deferred).await?;
                 tx.commit().await.map_err($crate::store::StoreError::from)?;
                 Ok($crate::credit::CreditOutcome::Credited)
             }

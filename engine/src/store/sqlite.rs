@@ -65,8 +65,8 @@ impl SqliteStore {
         Ok(store.grouped(store_options))
     }
 
-    /// Whether a batch locks its balance rows first: no need, one writer at a time.
-    const LOCKS_BALANCE_ROWS: bool = false;
+    /// Whether a batch locks the balance and order rows it reads: no need, one writer at a time.
+    const LOCKS_ROWS_READ: bool = false;
 
     /// How claimed push streams are locked: not at all, since SQLite has one writer at a time
     /// and the claim runs inside a write transaction, so no other writer can claim meanwhile.

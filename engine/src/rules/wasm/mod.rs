@@ -3,8 +3,10 @@
 //! **Invariants:** a plugin is compiled once per version and engine build (the artifact is
 //! kept in the database); every call runs in a fresh instance (`InstancePre` per version,
 //! pooling allocator) with a memory cap, a fuel budget and an epoch deadline; WASI grants
-//! nothing; every failure becomes a [`RulesError`] for that one order; calls run on the
-//! blocking pool, bounded by a semaphore, so a slow plugin never stalls the async runtime.
+//! nothing; every failure becomes a [`RulesError`] for that one order; at most
+//! `CONCURRENT_CALLS` calls at once; a call holds an async worker for at most
+//! `INLINE_DEADLINE_MS` before it is moved to the blocking pool (`WasmRules::run`), so a slow
+//! plugin never stalls the async runtime.
 
 mod bindings;
 mod inline;
@@ -133,6 +135,7 @@ fn runtime_error(err: impl std::fmt::Display) -> PluginError {
 impl PluginRuntime {
     /// A runtime with fuel, epoch interruption and a pooling allocator.
     pub fn new() -> Result<Arc<Self>, PluginError> {
+        let keep_resident = keep_resident_bytes();
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(CONCURRENT_CALLS as u32 * 2)
             .total_core_instances(CONCURRENT_CALLS as u32 * 16)
@@ -142,8 +145,8 @@ impl PluginRuntime {
             // Reset the pages a call dirtied with `memset` instead of `madvise`, so the next
             // call reuses them without page faults; PAGEMAP_SCAN (Linux 6.7+) finds those
             // pages, so an untouched region costs no `memset` (see `KEEP_RESIDENT_BYTES`).
-            .linear_memory_keep_resident(keep_resident_bytes())
-            .table_keep_resident(keep_resident_bytes() / 16)
+            .linear_memory_keep_resident(keep_resident)
+            .table_keep_resident(keep_resident / 16)
             .pagemap_scan(Enabled::Auto);
         let mut config = Config::new();
         config

@@ -29,9 +29,7 @@ impl PluginState {
             logs: CallLog { kept: Vec::new(), dropped: 0 },
         }
     }
-}
 
-impl PluginState {
     /// The call's resource table.
     pub(super) fn table(&mut self) -> &mut ResourceTable {
         &mut self.table
